@@ -1,0 +1,44 @@
+"""`dense`: every query attends to every valid key. SDPA (FlashAttention-style where available)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from sparse_core.mode import Mode
+from sparse_core.spec import AttentionSpec
+
+
+def key_padding_mask(lengths: torch.Tensor, n: int) -> torch.Tensor:
+    """(B,) lengths -> (B, 1, 1, n) bool, True where the key is valid. O(B·n), never n²."""
+    positions = torch.arange(n, device=lengths.device)
+    return (positions < lengths[:, None])[:, None, None, :]
+
+
+def dense_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    spec: AttentionSpec,
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Full softmax attention; padded keys (>= lengths[b]) are masked out."""
+    n = k.shape[-2]
+    if lengths is None or bool((lengths >= n).all()):
+        return F.scaled_dot_product_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_padding_mask(lengths, n))
+
+
+def dense_reference_mask(
+    spec: AttentionSpec, scores: torch.Tensor, key_valid: torch.Tensor
+) -> torch.Tensor:
+    return torch.ones((), dtype=torch.bool, device=scores.device)
+
+
+MODE = Mode(
+    name="dense",
+    params=(),
+    kernel=dense_attention,
+    reference_mask=dense_reference_mask,
+    description="every query attends to every key; O(n²)",
+)
