@@ -1,0 +1,21 @@
+"""The encoder: a Hugging Face BERT-family folder -> embeddings, attention via sparse_core.
+
+from models import load_encoder
+enc = load_encoder()                      # bundled all-MiniLM-L6-v2
+emb = enc.encode(["text"], attention=AttentionSpec("sliding_window", window=512))  # (1, 384)
+"""
+
+from models.config import EncoderConfig
+from models.encoder import Encoder, load_encoder
+from models.pooling import POOLINGS
+from models.positions import POSITION_EXTENSIONS
+from models.weights import CheckpointError
+
+__all__ = [
+    "POOLINGS",
+    "POSITION_EXTENSIONS",
+    "CheckpointError",
+    "Encoder",
+    "EncoderConfig",
+    "load_encoder",
+]
