@@ -1,7 +1,7 @@
 """Attention kernels: pure tensor functions, one module per mode, plus the O(n²) oracle.
 
-    from sparse_core import AttentionSpec, attend
-    out = attend(q, k, v, AttentionSpec("sliding_window", window=512), lengths=None)
+from sparse_core import AttentionSpec, attend
+out = attend(q, k, v, AttentionSpec("sliding_window", window=512), lengths=None)
 """
 
 from sparse_core.attend import attend

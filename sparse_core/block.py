@@ -3,13 +3,58 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from sparse_core.dense import dense_attention
 from sparse_core.mode import Mode, Param
 from sparse_core.spec import AttentionSpec
 
 
-def block_attention(q, k, v, spec: AttentionSpec, lengths: torch.Tensor | None = None):
-    raise NotImplementedError  # kernel: see issue "sparse_core"
+def block_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    spec: AttentionSpec,
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attention within non-overlapping blocks of `spec.block_size` tokens; O(n·b) time and memory.
+
+    The sequence is padded up to a whole number of blocks only when n is not a multiple of b,
+    then folded so that every block is one SDPA batch row: a single SDPA call, no n×n anything.
+    A (B, H·n/b, 1, b) key mask is passed only when some key is padding. Returns (B, H, n, D).
+    """
+    batch, heads, n, head_dim = q.shape
+    size = spec.block_size
+    if size >= n:  # one block holds the whole sequence
+        return dense_attention(q, k, v, spec, lengths)
+    blocks = -(-n // size)
+    padded = blocks * size
+    if padded != n:
+        q, k, v = (F.pad(t, (0, 0, 0, padded - n)) for t in (q, k, v))  # (B, H, padded, D)
+    has_padding = lengths is not None and bool((lengths < n).any())
+    mask = None
+    if padded != n or has_padding:
+        valid = n if lengths is None else lengths.clamp(max=n)
+        mask = _block_key_mask(valid, batch, heads, blocks, size, q.device)
+    fold = (batch, heads * blocks, size, head_dim)
+    out = F.scaled_dot_product_attention(
+        q.reshape(fold), k.reshape(fold), v.reshape(fold), attn_mask=mask
+    )  # (B, H·blocks, b, D)
+    out = out.view(batch, heads, padded, head_dim)
+    return out if padded == n else out[:, :, :n].contiguous()
+
+
+def _block_key_mask(
+    valid: int | torch.Tensor, batch: int, heads: int, blocks: int, size: int, device: torch.device
+) -> torch.Tensor:
+    """(B, H·blocks, 1, b) bool, True where the key inside its block is a real, unpadded token."""
+    positions = torch.arange(blocks * size, device=device)
+    if isinstance(valid, int):
+        key_valid = (positions < valid).expand(batch, -1)  # (B, blocks·b)
+    else:
+        key_valid = positions < valid.to(device)[:, None]  # (B, blocks·b)
+    per_block = key_valid.view(batch, 1, blocks, 1, size).expand(batch, heads, blocks, 1, size)
+    return per_block.reshape(batch, heads * blocks, 1, size)
 
 
 def block_reference_mask(

@@ -21,7 +21,8 @@ Kernel = Callable[
     "torch.Tensor",
 ]
 # reference_mask(spec, scores, key_valid) -> allowed
-#   scores: (B, H, n, n) float64; key_valid: (B, 1, 1, n) bool; allowed: bool, broadcastable to scores.
+#   scores: (B, H, n, n) float64; key_valid: (B, 1, 1, n) bool;
+#   allowed: bool, broadcastable to scores.
 #   `allowed` need not exclude padded keys: the oracle does that itself.
 ReferenceMask = Callable[["AttentionSpec", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 

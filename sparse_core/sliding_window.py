@@ -3,13 +3,131 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from sparse_core._flex_window import flex_sliding_window
+from sparse_core._window_tiles import plan, tile_size
 from sparse_core.mode import Mode, Param
 from sparse_core.spec import AttentionSpec
 
 
-def sliding_window_attention(q, k, v, spec: AttentionSpec, lengths: torch.Tensor | None = None):
-    raise NotImplementedError  # kernel: see issue "sparse_core"
+def sliding_window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    spec: AttentionSpec,
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Banded attention, |i - j| <= window / 2, in O(n·w) time and memory. Returns (B, H, n, D).
+
+    CUDA: compiled FlexAttention with a BlockMask built from block indices. Elsewhere: query
+    tiles against their key neighbourhood (see `sparse_core._window_tiles`). Rows of padded
+    queries come out as zeros on the tiled path.
+    """
+    if q.device.type == "cuda":
+        return flex_sliding_window(q, k, v, spec.window // 2, lengths)
+    return tiled_sliding_window(q, k, v, spec.window, lengths)
+
+
+def tiled_sliding_window(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int,
+    lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The CPU path: SDPA on query tiles and overlapping key-window views, no torch.compile.
+
+    Extra memory is the output plus one SDPA call's: ≤ CHUNK_ROWS rows of output, and for edge
+    pieces a mask of ≤ MASK_BUDGET elements (see `sparse_core._window_tiles`).
+    """
+    batch, _, n, _ = q.shape
+    valid = [n] * batch if lengths is None else lengths.clamp(0, n).tolist()
+    tile = tile_size(window)
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    for b in range(batch):
+        length = int(valid[b])
+        out[b, :, length:] = 0  # padded query rows
+        if length == 0:
+            continue
+        half = min(window // 2, length - 1)
+        qb, kb, vb, ob = q[b], k[b], v[b], out[b]  # (H, n, D)
+        if half == length - 1:  # the window covers every valid key: plain attention
+            ob[:, :length] = F.scaled_dot_product_attention(
+                qb[:, :length], kb[:, :length], vb[:, :length]
+            )
+            continue
+        tiles = plan(length, half, tile)
+        band = _band_bias(tile, half, q.dtype, q.device)  # (T, T + 2h)
+        for first, stop in tiles.interior:
+            rows = slice(first * tile, stop * tile)
+            ob[:, rows] = _interior_run(qb, kb, vb, first, stop - first, tile, half, band)
+        for first, stop in tiles.pieces:
+            start, end = tiles.key_range(first, stop)
+            mask = _piece_bias(first, stop, start, end, half, q.dtype, q.device)
+            ob[:, first:stop] = F.scaled_dot_product_attention(
+                qb[:, first:stop], kb[:, start:end], vb[:, start:end], attn_mask=mask
+            )
+    return out
+
+
+def _interior_run(
+    qb: torch.Tensor,
+    kb: torch.Tensor,
+    vb: torch.Tensor,
+    first: int,
+    count: int,
+    tile: int,
+    half: int,
+    band: torch.Tensor,
+) -> torch.Tensor:
+    """SDPA over `count` interior tiles from tile `first`; qb, kb, vb: (H, n, D) of one sequence.
+
+    Returns (H, count·T, D). The key windows overlap: as_strided views, nothing is copied.
+    """
+    heads, _, head_dim = qb.shape
+    span = tile + 2 * half
+    row = first * tile
+    queries = qb[:, row:].as_strided(
+        (heads, count, tile, head_dim),
+        (qb.stride(0), tile * qb.stride(1), qb.stride(1), qb.stride(2)),
+    )  # (H, count, T, D)
+    keys, values = (
+        t[:, row - half :].as_strided(
+            (heads, count, span, head_dim),
+            (t.stride(0), tile * t.stride(1), t.stride(1), t.stride(2)),
+        )  # (H, count, T + 2h, D), tile c starts T rows after tile c - 1
+        for t in (kb, vb)
+    )
+    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=band)
+    return out.reshape(heads, count * tile, head_dim)  # (H, count·T, D)
+
+
+def _band_bias(tile: int, half: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(T, T + 2h) additive mask shared by all interior tiles: 0 inside the window, else -inf.
+
+    Column c of a tile starting at row i0 is key i0 - h + c, so row r keeps c - h - r in [-h, h].
+    """
+    return _piece_bias(0, tile, -half, tile + half, half, dtype, device)
+
+
+def _piece_bias(
+    first_row: int,
+    stop_row: int,
+    first_key: int,
+    stop_key: int,
+    half: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
+    """(rows, keys) additive mask for queries [first_row, stop_row) and keys [first_key, stop_key):
+    0 where |i - j| <= half, -inf elsewhere."""
+    rows = torch.arange(first_row, stop_row, device=device)[:, None]
+    keys = torch.arange(first_key, stop_key, device=device)[None, :]
+    outside = (rows - keys).abs() > half  # (rows, keys)
+    return torch.zeros(outside.shape, dtype=dtype, device=device).masked_fill_(
+        outside, float("-inf")
+    )
 
 
 def sliding_window_reference_mask(
