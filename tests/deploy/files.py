@@ -22,7 +22,7 @@ GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "longenc.json"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARD_PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "longenc.yml"
-DEPLOY_README = ROOT / "deploy" / "README.md"
+README = ROOT / "README.md"
 SERVICE = "longenc"  # the compose service of the server, and the name Prometheus resolves
 
 
