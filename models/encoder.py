@@ -73,23 +73,29 @@ class Encoder:
         """
         check_pooling(pooling)
         self.check_ids(batch)
-        results: list[torch.Tensor] = [torch.empty(0)] * len(batch)
+        sizes = [len(ids) for ids in batch]
+        pooled: list[tuple[list[int], torch.Tensor]] = []
         with torch.inference_mode():
-            for group in group_by_length([len(ids) for ids in batch], self.max_group_tokens):
-                vectors = self.forward_group(
-                    [batch[i] for i in group], attention, pooling, normalize
-                )
-                for index, vector in zip(group, vectors, strict=True):
-                    results[index] = vector
-        # Copied outside inference mode, so callers get ordinary tensors they may change in place.
-        return [vector.to("cpu", copy=True) for vector in results]
+            for group in group_by_length(sizes, self.max_group_tokens):
+                inputs = [batch[i] for i in group]
+                pooled.append((group, self.forward_group(inputs, attention, pooling, normalize)))
+        results: list[torch.Tensor] = [torch.empty(0)] * len(batch)
+        for group, vectors in pooled:
+            # One device-to-host copy per group, made outside inference mode, so callers get
+            # ordinary tensors they may change in place.
+            host = vectors.to("cpu", copy=True)
+            rows = host.split([sizes[i] for i in group]) if pooling == "none" else host.unbind(0)
+            for index, row in zip(group, rows, strict=True):
+                results[index] = row
+        return results
 
     def forward_group(
         self, batch: list[list[int]], attention: AttentionSpec, pooling: str, normalize: bool
-    ) -> list[torch.Tensor]:
-        """One padded forward pass over inputs of similar length, pooled."""
+    ) -> torch.Tensor:
+        """One padded forward pass over inputs of similar length, pooled (see `pool`): (B, dim),
+        or for "none" every input's token rows, concatenated in order."""
         ids, lengths = pad(batch, self.config.pad_token_id, self.device)  # (B, n), (B,)
-        padded = bool((lengths < ids.shape[1]).any())
+        padded = min(map(len, batch)) < ids.shape[1]  # known on the host: no device sync
         hidden = self.model(ids, attention, lengths if padded else None)  # (B, n, dim)
         return pool(hidden, lengths, pooling, normalize)
 

@@ -21,25 +21,24 @@ def check_pooling(pooling: str) -> str:
 
 def pool(
     hidden: torch.Tensor, lengths: torch.Tensor, pooling: str, normalize: bool
-) -> list[torch.Tensor]:
-    """hidden: (B, n, dim) with rows past lengths[b] padded; returns B float32 tensors.
+) -> torch.Tensor:
+    """hidden: (B, n, dim) with rows past lengths[b] padded; returns float32 rows on its device.
 
-    "mean" and "cls" give (dim,) each, "none" gives (lengths[b], dim). With normalize, every
-    returned vector (each token's, for "none") has unit L2 norm.
+    "mean" and "cls" give (B, dim); "none" gives (sum of lengths, dim), every input's valid tokens
+    in input order. Padded rows never reach the result, even where they hold NaN or inf. With
+    normalize, every returned row has unit L2 norm.
     """
     hidden = hidden.float()  # pool in float32 whatever the model's dtype
+    positions = torch.arange(hidden.shape[1], device=hidden.device)
+    valid = positions[None, :] < lengths[:, None]  # (B, n)
     if pooling == "none":
-        pooled = [row[:length] for row, length in zip(hidden, lengths.tolist(), strict=True)]
-        return [F.normalize(tokens, dim=-1) if normalize else tokens for tokens in pooled]
-    if pooling == "cls":
+        vectors = hidden[valid]  # (sum of lengths, dim)
+    elif pooling == "cls":
         vectors = hidden[:, 0]  # (B, dim)
     else:
-        positions = torch.arange(hidden.shape[1], device=hidden.device)
-        valid = (positions[None, :] < lengths[:, None])[..., None]  # (B, n, 1)
-        vectors = (hidden * valid).sum(dim=1) / lengths[:, None]  # (B, dim)
-    if normalize:
-        vectors = F.normalize(vectors, dim=-1)
-    return list(vectors.unbind(0))
+        # masked_fill, not a product: 0 · NaN would carry a padded row's NaN into the sum
+        vectors = hidden.masked_fill(~valid[..., None], 0.0).sum(dim=1) / lengths[:, None]
+    return F.normalize(vectors, dim=-1) if normalize else vectors
 
 
 def read_sentence_config(folder: Path) -> tuple[str, bool]:

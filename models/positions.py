@@ -56,9 +56,9 @@ class InterpolatedPositions(PositionTable):
         where = torch.arange(n, device=device)[None, :] * scale[:, None]  # (B, n) fractional rows
         low = where.floor().long().clamp(max=last)  # (B, n); padded positions clamp to the end
         high = (low + 1).clamp(max=last)
-        frac = (where - low).clamp(max=1.0)[..., None].to(self.weight.dtype)  # (B, n, 1)
-        table = self.learned()
-        return torch.lerp(table[low], table[high], frac)  # (B, n, hidden)
+        frac = (where - low).clamp(max=1.0)[..., None].float()  # (B, n, 1)
+        table = self.learned().float()  # blend in float32: a bfloat16 frac is off by up to 2^-9
+        return torch.lerp(table[low], table[high], frac).to(self.weight.dtype)  # (B, n, hidden)
 
 
 POSITION_EXTENSIONS: dict[str, type[PositionTable]] = {

@@ -9,6 +9,10 @@ from sparse_core.dense import dense_attention
 from sparse_core.mode import Mode, Param
 from sparse_core.spec import AttentionSpec
 
+# SDPA batch rows per call: CUDA's flash and memory-efficient kernels put the batch and heads axes
+# on grid dimensions capped at 65535, and here the heads axis is H·n/b.
+MAX_GRID_ROWS = 65535
+
 
 def block_attention(
     q: torch.Tensor,
@@ -20,8 +24,9 @@ def block_attention(
     """Attention within non-overlapping blocks of `spec.block_size` tokens; O(n·b) time and memory.
 
     The sequence is padded up to a whole number of blocks only when n is not a multiple of b,
-    then folded so that every block is one SDPA batch row: a single SDPA call, no n×n anything.
-    A (B, H·n/b, 1, b) key mask is passed only when some key is padding. Returns (B, H, n, D).
+    then folded so that every block is one SDPA batch row: one SDPA call per MAX_GRID_ROWS blocks
+    of all heads (a single call unless H·n/b is larger), no n×n anything. A (B, H·n/b, 1, b) key
+    mask is passed only when some key is padding. Returns (B, H, n, D).
     """
     batch, heads, n, head_dim = q.shape
     size = spec.block_size
@@ -37,11 +42,21 @@ def block_attention(
         valid = n if lengths is None else lengths.clamp(max=n)
         mask = _block_key_mask(valid, batch, heads, blocks, size, q.device)
     fold = (batch, heads * blocks, size, head_dim)
-    out = F.scaled_dot_product_attention(
-        q.reshape(fold), k.reshape(fold), v.reshape(fold), attn_mask=mask
-    )  # (B, H·blocks, b, D)
+    q, k, v = (t.reshape(fold) for t in (q, k, v))  # (B, H·blocks, b, D)
+    pieces = [
+        F.scaled_dot_product_attention(
+            q[:, rows], k[:, rows], v[:, rows], attn_mask=None if mask is None else mask[:, rows]
+        )
+        for rows in _grid_slices(heads * blocks)
+    ]
+    out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)  # (B, H·blocks, b, D)
     out = out.view(batch, heads, padded, head_dim)
     return out if padded == n else out[:, :, :n].contiguous()
+
+
+def _grid_slices(rows: int) -> list[slice]:
+    """Consecutive slices of at most MAX_GRID_ROWS covering range(rows)."""
+    return [slice(start, start + MAX_GRID_ROWS) for start in range(0, rows, MAX_GRID_ROWS)]
 
 
 def _block_key_mask(

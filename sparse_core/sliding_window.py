@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sparse_core._flex_window import flex_sliding_window
+from sparse_core._flex_window import flex_applies, flex_sliding_window
 from sparse_core._window_tiles import plan, tile_size
 from sparse_core.mode import Mode, Param
 from sparse_core.spec import AttentionSpec
@@ -20,11 +20,12 @@ def sliding_window_attention(
 ) -> torch.Tensor:
     """Banded attention, |i - j| <= window / 2, in O(n·w) time and memory. Returns (B, H, n, D).
 
-    CUDA: compiled FlexAttention with a BlockMask built from block indices. Elsewhere: query
-    tiles against their key neighbourhood (see `sparse_core._window_tiles`). Rows of padded
-    queries come out as zeros on the tiled path.
+    CUDA, head_dim >= 16 and n > 128: compiled FlexAttention with a BlockMask built from block
+    indices (see `sparse_core._flex_window.flex_applies`). Elsewhere, including heads smaller
+    than the compiled flex kernel supports: query tiles against their key neighbourhood (see
+    `sparse_core._window_tiles`). Rows of padded queries come out as zeros on the tiled path.
     """
-    if q.device.type == "cuda":
+    if flex_applies(q):
         return flex_sliding_window(q, k, v, spec.window // 2, lengths)
     return tiled_sliding_window(q, k, v, spec.window, lengths)
 

@@ -69,3 +69,16 @@ def test_strategies_agree_within_and_differ_beyond_the_table(encoder) -> None:
 def test_unknown_strategy_is_refused() -> None:
     with pytest.raises(ValueError, match="allowed: copy, interpolate"):
         load_encoder(device="cpu", position_extension="rope")
+
+
+def test_interpolate_blends_in_float32_and_rounds_once() -> None:
+    """A bfloat16 table reads the float32 blend of its rows, rounded once to bfloat16 (a blend
+    weight rounded to bfloat16 would be off by up to 2^-9)."""
+    positions = table(InterpolatedPositions)
+    exact = table(InterpolatedPositions)
+    positions.weight.data = positions.weight.data.bfloat16()
+    exact.weight.data = positions.weight.data.float()
+    lengths = torch.tensor([1000])  # p·9/999: blend weights that bfloat16 cannot hold
+    out = positions(1000, lengths)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, exact(1000, lengths).bfloat16())

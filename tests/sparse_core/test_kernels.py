@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparse_core import AttentionSpec, attend, reference_attend
+from sparse_core import AttentionSpec, attend, block, reference_attend, topk
 from tests.sparse_core.helpers import (
+    HEAD_DIM,
+    HEADS,
     SIZES,
     TOLERANCE,
     assert_close_on_valid_rows,
@@ -47,11 +49,32 @@ def test_structured_kernel_matches_reference(mode, value, n, lengths_kind, dtype
     )
 
 
+@pytest.mark.parametrize("lengths_kind", ["none", "ragged"])
+@pytest.mark.parametrize("n", [97, 1000])
+@pytest.mark.parametrize("block_size", [1, 16])
+def test_block_split_into_calls_of_at_most_max_grid_rows(monkeypatch, block_size, n, lengths_kind):
+    """CUDA caps SDPA's heads axis (H·n/b here) at 65535; a tiny cap splits the call at test size,
+    mask included, with a short last piece."""
+    monkeypatch.setattr(block, "MAX_GRID_ROWS", 7)
+    spec = AttentionSpec("block", block_size=block_size)
+    q, k, v = make_qkv(n, torch.float32)
+    lengths = make_lengths(n, lengths_kind)
+    out = attend(q, k, v, spec, lengths)
+    expected = reference_attend(q, k, v, spec, lengths)
+    assert_close_on_valid_rows(out, expected, lengths, TOLERANCE[torch.float32])
+
+
+# SCATTER_RATIO values that force each way of weighting the values (see sparse_core.topk).
+TOPK_PATHS = {"gather": 0, "scatter": 1 << 40}
+
+
+@pytest.mark.parametrize("path", list(TOPK_PATHS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("lengths_kind", ["none", "ragged"])
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("top_k", [1, 2, 16, "n"])
-def test_topk_matches_reference(top_k, n, lengths_kind, dtype):
+@pytest.mark.parametrize("top_k", [1, 2, 16, "n-1", "n"])
+def test_topk_matches_reference(monkeypatch, top_k, n, lengths_kind, dtype, path):
+    monkeypatch.setattr(topk, "SCATTER_RATIO", TOPK_PATHS[path])
     top_k = resolve(top_k, n)
     spec = AttentionSpec("topk", top_k=top_k)
     q, k, v = make_qkv(n, dtype)
@@ -61,6 +84,37 @@ def test_topk_matches_reference(top_k, n, lengths_kind, dtype):
     assert rows.float().mean() > 0.95, "too many near-tied rows for the test to mean anything"
     expected = reference_attend(q, k, v, spec, lengths)
     assert_close_on_valid_rows(out, expected, lengths, TOLERANCE[dtype], rows=rows)
+
+
+@pytest.mark.parametrize("path", list(TOPK_PATHS))
+@pytest.mark.parametrize("top_k", [3, 200])
+def test_topk_over_many_chunks(monkeypatch, top_k, path):
+    """Budgets lowered so that a few dozen query rows make a chunk: every chunk boundary, the
+    reused score buffer and the last short chunk are exercised on both paths."""
+    monkeypatch.setattr(topk, "SCATTER_RATIO", TOPK_PATHS[path])
+    monkeypatch.setattr(topk, "SCORE_BUDGET", HEADS * 1000 * 37)  # 37 rows of H·n scores
+    monkeypatch.setattr(topk, "PICK_BUDGET", HEADS * top_k * HEAD_DIM * 23)  # 23 rows of k·D
+    spec = AttentionSpec("topk", top_k=top_k)
+    q, k, v = make_qkv(1000, torch.float32)
+    lengths = torch.tensor([1000, 613])
+    out = attend(q, k, v, spec, lengths)
+    rows = clear_choice_rows(q, k, top_k, lengths)
+    expected = reference_attend(q, k, v, spec, lengths)
+    assert_close_on_valid_rows(out, expected, lengths, TOLERANCE[torch.float32], rows=rows)
+
+
+@pytest.mark.parametrize("path", list(TOPK_PATHS))
+@pytest.mark.parametrize("length", [129, 167, 240])
+def test_topk_sequence_alone_equals_it_in_a_padded_batch(monkeypatch, length, path):
+    """Exactly, not just closely: a rounding difference between the two could swap near-tied
+    keys, and an embedding would then depend on the batch its input came in."""
+    monkeypatch.setattr(topk, "SCATTER_RATIO", TOPK_PATHS[path])
+    spec = AttentionSpec("topk", top_k=16)
+    q, k, v = make_qkv(241, torch.float32, batch=3)
+    lengths = torch.tensor([241, length, 200])
+    batched = attend(q, k, v, spec, lengths)[1, :, :length]
+    alone = attend(q[1:2, :, :length], k[1:2, :, :length], v[1:2, :, :length], spec)[0]
+    assert torch.equal(batched, alone)
 
 
 @pytest.mark.parametrize("mode", ["block", "sliding_window", "topk"])

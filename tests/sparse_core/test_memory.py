@@ -9,19 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparse_core import AttentionSpec, attend, topk
-
-
-def test_sliding_window_at_a_length_where_n_squared_cannot_exist():
-    """n = 2^18: an n×n bool mask alone would be 64 GiB, far beyond this machine's memory."""
-    n, window = 1 << 18, 4
-    generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, 1, n, 8, generator=generator) for _ in range(3))
-    out = attend(q, k, v, AttentionSpec("sliding_window", window=window))
-    for row in (0, 1, 12345, n - 2, n - 1):  # spot-check rows against the definition
-        keys = slice(max(0, row - window // 2), min(n, row + window // 2 + 1))
-        weights = torch.softmax(q[0, 0, row] @ k[0, 0, keys].T / 8**0.5, dim=-1)
-        torch.testing.assert_close(out[0, 0, row], weights @ v[0, 0, keys], atol=1e-5, rtol=0)
+from sparse_core import AttentionSpec, _window_tiles, attend, topk
 
 
 class PeakResidentMemory:
@@ -45,14 +33,42 @@ def _status_kib(field: str) -> int:
     raise KeyError(field)
 
 
-@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
-def test_topk_extra_memory_is_chunk_times_n_not_n_squared(monkeypatch):
-    """n = 16384, one head: n² float32 scores would be 1 GiB; the chunked kernel stays far below.
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc"
+)
+
+
+@needs_proc
+@pytest.mark.parametrize("window", [4, 512])
+def test_sliding_window_extra_memory_is_the_output_not_n_squared(window):
+    """n = 2^18: an n×n bool mask alone would be 64 GiB, one CHUNK_ROWS×n float mask 4 GiB. The
+    tiled kernel adds its output, one edge piece's mask (≤ MASK_BUDGET) and one run's SDPA."""
+    n = 1 << 18
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, n, 8, generator=generator) for _ in range(3))
+    with PeakResidentMemory() as peak:
+        out = attend(q, k, v, AttentionSpec("sliding_window", window=window))
+    run_scores = _window_tiles.CHUNK_ROWS * (64 + window) * 4  # (rows, tile + 2h) float32
+    limit = 2 * q.nbytes + 4 * _window_tiles.MASK_BUDGET + 2 * run_scores + (16 << 20)
+    assert limit < _window_tiles.CHUNK_ROWS * n
+    assert peak.extra_bytes < limit
+    for row in (0, 1, 12345, n - 2, n - 1):  # and the values follow the definition
+        keys = slice(max(0, row - window // 2), min(n, row + window // 2 + 1))
+        weights = torch.softmax(q[0, 0, row] @ k[0, 0, keys].T / 8**0.5, dim=-1)
+        torch.testing.assert_close(out[0, 0, row], weights @ v[0, 0, keys], atol=1e-5, rtol=0)
+
+
+@needs_proc
+@pytest.mark.parametrize("scatter_ratio", [0, 1 << 40], ids=["gather", "scatter"])
+def test_topk_extra_memory_is_chunk_times_n_not_n_squared(monkeypatch, scatter_ratio):
+    """n = 16384, one head: n² float32 scores would be 1 GiB; the chunked kernel stays far below,
+    whether it gathers the picked values or scatters the weights into the score chunk.
 
     The score budget is lowered to 16 MiB so that the bound is tight at a quick size.
     """
     budget = 1 << 22
     monkeypatch.setattr(topk, "SCORE_BUDGET", budget)
+    monkeypatch.setattr(topk, "SCATTER_RATIO", scatter_ratio)
     n = 1 << 14
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 1, n, 8, generator=generator) for _ in range(3))
