@@ -127,22 +127,20 @@ class EncodeService:
         return EncodeResult([result.embedding for result in results], queue_s, inference_s)
 
     async def warmup(self) -> None:
-        """One forward pass per mode of the table, on a padded batch longer than the native
-        position table, so that every kernel and the position extension are loaded."""
+        """Forward passes per mode of the table, longer than the native position table, so that
+        every kernel and the position extension are loaded (and compiled, where a kernel is):
+        one input alone, then a padded batch of two long inputs and a short one."""
         native = self.encoder.max_position_embeddings
-        text = " ".join(["warm"] * (native + 64))
-        long_ids, short_ids = self.encoder.tokenize([text, "warm up"])
+        texts = [" ".join(["warm"] * (native + extra)) for extra in (64, 32)] + ["warm up"]
+        long_ids, shorter_ids, short_ids = self.encoder.tokenize(texts)
         for mode in MODES.values():
             params = {param.name: _warmup_value(param.minimum, param.even) for param in mode.params}
             spec = AttentionSpec(mode.name, **params)
             started = time.perf_counter()
-            await self.batcher.run_in_worker(
-                self.encoder.encode_ids,
-                [long_ids, short_ids],
-                spec,
-                self.encoder.default_pooling,
-                True,
-            )
+            for batch in ([long_ids], [long_ids, shorter_ids, short_ids]):
+                await self.batcher.run_in_worker(
+                    self.encoder.encode_ids, batch, spec, self.encoder.default_pooling, True
+                )
             logger.info("warm-up %s: %.2f s", spec, time.perf_counter() - started)
 
 
