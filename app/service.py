@@ -25,9 +25,6 @@ from sparse_core import MODES, AttentionSpec
 
 logger = logging.getLogger("app.service")
 
-# Modes that score every query-key pair (O(n²) time): max_dense_tokens bounds their inputs.
-PAIRWISE_MODES = frozenset({"dense", "topk"})
-
 
 @dataclass(frozen=True)
 class Prepared:
@@ -99,7 +96,7 @@ class EncodeService:
             self.encoder.max_position_embeddings,
             self.settings.auto_window,
         )
-        if spec.mode in PAIRWISE_MODES and longest > self.settings.max_dense_tokens:
+        if MODES[spec.mode].pairwise and longest > self.settings.max_dense_tokens:
             raise InvalidInput(
                 f"{spec.mode} attention over {longest} tokens exceeds max_dense_tokens="
                 f"{self.settings.max_dense_tokens} (its cost grows with n²); use block or "

@@ -41,4 +41,5 @@ MODE = Mode(
     kernel=dense_attention,
     reference_mask=dense_reference_mask,
     description="every query attends to every key; O(n²)",
+    pairwise=True,
 )

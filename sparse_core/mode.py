@@ -57,3 +57,6 @@ class Mode:
     kernel: Kernel
     reference_mask: ReferenceMask
     description: str = ""
+    # True when the kernel scores every query–key pair (O(n²) time), whatever its parameters;
+    # the service bounds such modes' input length (max_dense_tokens).
+    pairwise: bool = False

@@ -111,4 +111,5 @@ MODE = Mode(
     kernel=topk_attention,
     reference_mask=topk_reference_mask,
     description="each query keeps its top_k keys by score; O(n²) scores, O(chunk·n) memory",
+    pairwise=True,
 )
