@@ -31,15 +31,17 @@ import os
 import platform
 import re
 import signal
-import socket
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import torch
+
+from sparse_core import MODES
+from tests.e2e.server import Server
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +52,8 @@ ATTENTIONS = {
     "sliding_window": {"mode": "sliding_window", "window": 512},
     "topk": {"mode": "topk", "top_k": 64},
 }
-PAIRWISE = {"dense", "topk"}  # the modes the server's max_dense_tokens bounds
+# the modes the server's max_dense_tokens bounds
+PAIRWISE = {name for name, mode in MODES.items() if mode.pairwise}
 
 
 # ---- texts ------------------------------------------------------------------------------------
@@ -100,47 +103,6 @@ def build_texts(quick: bool) -> dict[str, list[str]]:
 
 
 # ---- the server -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class ServerProcess:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = os.environ | {"HF_HUB_OFFLINE": "1", "LONGENC_LOG_LEVEL": "warning"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
-            env=env,
-        )
-
-    def wait_ready(self, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError("server not ready in time")
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(120)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
 
 
 # ---- closed-loop load ---------------------------------------------------------------------------
@@ -246,9 +208,12 @@ def run(args: argparse.Namespace) -> dict:
     texts = build_texts(args.quick)
     modes = QUICK_MODES if args.quick else tuple(ATTENTIONS)
     throughput_kinds = ("short",) if args.quick else ("short", "256")
-    server = ServerProcess()
+    # LONGENC_* settings of the caller's environment reach the server; its log goes to a file.
+    settings = {key: value for key, value in os.environ.items() if key.startswith("LONGENC_")}
+    log = Path(tempfile.mkdtemp(prefix="longenc-bench-")) / "server.log"
+    server = Server({"LONGENC_LOG_LEVEL": "warning"} | settings, log)
     try:
-        server.wait_ready()
+        server.wait_ready(timeout_s=300)
         info = httpx.get(f"{server.url}/info").json()
         dense_limit = info["limits"]["max_dense_tokens"]
         scenarios = []
@@ -271,7 +236,7 @@ def run(args: argparse.Namespace) -> dict:
                 scenarios.append({"texts": kind, "mode": mode, "clients": 1, **result})
                 print(f"{kind:>5} {mode:>14}: p50 {result['latency_p50_ms']:9.1f} ms", flush=True)
     finally:
-        exit_code = server.stop()
+        exit_code = server.stop(timeout_s=120)
     reference = {
         kind: sentence_transformers_run(texts[kind], args.seconds, info["device"])
         for kind in throughput_kinds

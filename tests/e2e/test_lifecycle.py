@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.e2e.conftest import API_KEY, Server, sample, scrape, words
+from tests.e2e.conftest import API_KEY, sample, scrape, words
+from tests.e2e.server import Server
 
 pytestmark = pytest.mark.e2e
 

@@ -27,7 +27,7 @@ from tests.deploy.files import (
     load_dashboard,
     require_tool,
 )
-from tests.e2e.conftest import Server, free_port
+from tests.e2e.server import Server, free_port
 
 pytestmark = pytest.mark.e2e
 
