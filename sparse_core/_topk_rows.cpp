@@ -37,33 +37,59 @@ inline f4 load4(const float* p) {
   return v;
 }
 
-// a > b in the order where NaN is above everything (and equal to NaN): a strict weak order.
-inline bool above(float a, float b) { return a > b || (a != a && b == b); }
-inline float larger(float a, float b) { return above(b, a) ? b : a; }
-inline f4 larger4(f4 a, f4 b) { return (b > a) | (b != b) ? b : a; }
+typedef int32_t i4 __attribute__((vector_size(16)));
+
+// The order of the scores. Plain: IEEE >. WithNaN: NaN above every number and equal to NaN (as
+// torch.topk ranks it), a strict weak order too, but slower; used only for rows holding a NaN.
+struct Plain {
+  static bool above(float a, float b) { return a > b; }
+  static f4 larger4(f4 a, f4 b) { return b > a ? b : a; }
+};
+struct WithNaN {
+  static bool above(float a, float b) { return a > b || (a != a && b == b); }
+  static f4 larger4(f4 a, f4 b) { return (b > a) | (b != b) ? b : a; }
+};
 
 struct Scratch {
-  std::vector<float> chunk_max;   // per chunk
-  std::vector<int32_t> live;      // chunks that may hold a top-k score
-  std::vector<float> live_max;    // their maxima
+  std::vector<float> chunk_max;  // per chunk
+  std::vector<int32_t> live;     // chunks that may hold a top-k score
+  std::vector<float> live_max;   // their maxima
   std::vector<std::pair<float, int64_t>> candidates;
 };
 
-void select_row(const float* s, int64_t n, int64_t k, Scratch& w, float* out_values,
-                int64_t* out_indices) {
+// Fills w.chunk_max; returns whether the row holds a NaN (Plain's maxima then skip it).
+template <class Order>
+bool chunk_maxima(const float* s, int64_t n, Scratch& w) {
+  const auto larger = [](float a, float b) { return Order::above(b, a) ? b : a; };
   const int64_t full = n / kChunk;
   const int64_t chunks = (n + kChunk - 1) / kChunk;  // the last one may be partial
   w.chunk_max.resize(chunks);
+  i4 nan = {0, 0, 0, 0};
   for (int64_t c = 0; c < full; ++c) {
     const float* p = s + c * kChunk;
-    const f4 m = larger4(larger4(load4(p), load4(p + 4)), larger4(load4(p + 8), load4(p + 12)));
+    const f4 a = load4(p), b = load4(p + 4), d = load4(p + 8), e = load4(p + 12);
+    nan |= (a != a) | (b != b) | (d != d) | (e != e);
+    const f4 m = Order::larger4(Order::larger4(a, b), Order::larger4(d, e));
     w.chunk_max[c] = larger(larger(m[0], m[1]), larger(m[2], m[3]));
   }
+  bool has_nan = nan[0] | nan[1] | nan[2] | nan[3];
   if (full < chunks) {
     float m = kNegInf;
-    for (int64_t j = full * kChunk; j < n; ++j) m = larger(m, s[j]);
+    for (int64_t j = full * kChunk; j < n; ++j) {
+      m = larger(m, s[j]);
+      has_nan |= s[j] != s[j];
+    }
     w.chunk_max[full] = m;
   }
+  return has_nan;
+}
+
+template <class Order>
+void select_row(const float* s, int64_t n, int64_t k, Scratch& w, float* out_values,
+                int64_t* out_indices) {
+  const auto above = Order::above;
+  const auto larger = [](float a, float b) { return Order::above(b, a) ? b : a; };
+  const int64_t chunks = static_cast<int64_t>(w.chunk_max.size());
 
   w.live.resize(chunks);
   float floor = kNegInf;  // fewer chunks than k: every score is a candidate
@@ -106,12 +132,24 @@ void select_row(const float* s, int64_t n, int64_t k, Scratch& w, float* out_val
     }
   }
   const auto by_score = [](const std::pair<float, int64_t>& a,
-                           const std::pair<float, int64_t>& b) { return above(a.first, b.first); };
+                           const std::pair<float, int64_t>& b) {
+    return Order::above(a.first, b.first);
+  };
   std::nth_element(w.candidates.begin(), w.candidates.begin() + (k - 1),
                    w.candidates.begin() + count, by_score);
   for (int64_t t = 0; t < k; ++t) {
     out_values[t] = w.candidates[t].first;
     out_indices[t] = w.candidates[t].second;
+  }
+}
+
+void topk_row(const float* s, int64_t n, int64_t k, Scratch& w, float* out_values,
+              int64_t* out_indices) {
+  if (!chunk_maxima<Plain>(s, n, w)) {
+    select_row<Plain>(s, n, k, w, out_values, out_indices);
+  } else {
+    chunk_maxima<WithNaN>(s, n, w);
+    select_row<WithNaN>(s, n, k, w, out_values, out_indices);
   }
 }
 
@@ -129,7 +167,7 @@ std::tuple<at::Tensor, at::Tensor> topk_rows(const at::Tensor& scores, int64_t k
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
     Scratch w;
     for (int64_t r = begin; r < end; ++r)
-      select_row(src + r * n, n, k, w, out_values + r * k, out_indices + r * k);
+      topk_row(src + r * n, n, k, w, out_values + r * k, out_indices + r * k);
   });
   return {values, indices};
 }
