@@ -2,6 +2,7 @@
 
     python -m benchmarks.service            # the full run (CPU: about ten minutes)
     python -m benchmarks.service --quick    # a smoke run (about a minute)
+    LONGENC_DTYPE=bfloat16 python -m benchmarks.service --suffix _bfloat16   # server settings
 
 Writes benchmarks/results/service_<device>.json (service_<device>_smoke.json with --quick);
 device is "cpu" or the GPU's name, as the server reports it in /info.
@@ -16,6 +17,10 @@ Method
   tokenizer: short (~20 words), 256 tokens, and long documents of 2k, 8k and 32k tokens (one
   client, a few requests each). Dense and topk run on long documents only up to the server's
   max_dense_tokens, as the server itself refuses longer ones.
+- CPU time: each scenario also records the CPU seconds the server process and the load generator
+  used (from /proc and the generator's own process time), so that on a shared CPU the server's
+  cost per text can be set against sentence-transformers' CPU time per text, which pays for no
+  HTTP client. The JSON's ratios hold both: throughput (what a client sees) and CPU per text.
 - sentence-transformers' in-process `encode` (same model, same texts, same device) runs in the
   same process after the server has stopped: batch_32 (the whole text list per call, its best
   case) and batch_1 (one text per call, as a server encoding each request alone would). It cuts
@@ -108,8 +113,20 @@ def build_texts(quick: bool) -> dict[str, list[str]]:
 # ---- closed-loop load ---------------------------------------------------------------------------
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a live process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def closed_loop(
-    url: str, texts: list[str], attention: dict, clients: int, seconds: float, max_requests: int
+    url: str,
+    texts: list[str],
+    attention: dict,
+    clients: int,
+    seconds: float,
+    max_requests: int,
+    server_pid: int,
 ) -> dict:
     """`clients` loops of request -> answer -> next request, for `seconds` or `max_requests`."""
     latencies: list[float] = []
@@ -135,9 +152,12 @@ async def closed_loop(
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=900, limits=limits) as http:
+        server_cpu, client_cpu = process_cpu_s(server_pid), time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(http) for _ in range(clients)))
         wall = time.perf_counter() - started
+        server_cpu = process_cpu_s(server_pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
     return {
         "requests": len(latencies),
         "errors": errors[:5],
@@ -148,6 +168,9 @@ async def closed_loop(
         "mean_tokens": tokens / max(1, len(latencies)),
         "latency_p50_ms": 1000 * percentile(latencies, 50),
         "latency_p99_ms": 1000 * percentile(latencies, 99),
+        "server_cpu_s": server_cpu,
+        "load_generator_cpu_s": client_cpu,
+        "server_cpu_ms_per_text": 1000 * server_cpu / max(1, len(latencies)),
     }
 
 
@@ -174,17 +197,18 @@ def sentence_transformers_run(
     results = {}
     for batch_size in (32, 1):
         encoded = 0
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         while time.perf_counter() - started < seconds:
             # batch 32: the whole list per call (sorted by length inside); batch 1: one text.
             chunk = texts if batch_size > 1 else [texts[encoded % len(texts)]]
             model.encode(chunk, batch_size=batch_size, normalize_embeddings=True)
             encoded += len(chunk)
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         results[f"batch_{batch_size}"] = {
             "texts": encoded,
             "wall_s": wall,
             "texts_per_s": encoded / wall,
+            "cpu_ms_per_text": 1000 * cpu / encoded,
         }
     return results
 
@@ -220,7 +244,13 @@ def run(args: argparse.Namespace) -> dict:
         for kind in throughput_kinds:
             for mode in modes:
                 load = closed_loop(
-                    server.url, texts[kind], ATTENTIONS[mode], args.clients, args.seconds, 10**6
+                    server.url,
+                    texts[kind],
+                    ATTENTIONS[mode],
+                    args.clients,
+                    args.seconds,
+                    10**6,
+                    server.process.pid,
                 )
                 result = asyncio.run(load)
                 scenarios.append({"texts": kind, "mode": mode, "clients": args.clients, **result})
@@ -230,7 +260,13 @@ def run(args: argparse.Namespace) -> dict:
                 if mode in PAIRWISE and LONG_TOKENS[kind] > dense_limit:
                     continue  # the server refuses it (max_dense_tokens)
                 load = closed_loop(
-                    server.url, texts[kind], ATTENTIONS[mode], 1, 10**6, args.long_requests
+                    server.url,
+                    texts[kind],
+                    ATTENTIONS[mode],
+                    1,
+                    10**6,
+                    args.long_requests,
+                    server.process.pid,
                 )
                 result = asyncio.run(load)
                 scenarios.append({"texts": kind, "mode": mode, "clients": 1, **result})
@@ -260,6 +296,10 @@ def report(args, info: dict, scenarios: list[dict], reference: dict, exit_code: 
             if dense:
                 ratios[f"{kind}_dense_throughput_vs_{versus}"] = (
                     dense["texts_per_s"] / run["texts_per_s"]
+                )
+                # > 1: the server spends less CPU per text than sentence-transformers
+                ratios[f"{kind}_dense_cpu_efficiency_vs_{versus}"] = (
+                    run["cpu_ms_per_text"] / dense["server_cpu_ms_per_text"]
                 )
             ratios[f"{kind}_best_mode_throughput_vs_{versus}"] = best / run["texts_per_s"]
     for kind in ("2k", "8k"):
@@ -299,12 +339,15 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=None, help="per throughput scenario")
     parser.add_argument("--long-requests", type=int, default=None, help="per long scenario")
+    parser.add_argument(
+        "--suffix", default="", help="appended to the result's file name, e.g. _bfloat16"
+    )
     args = parser.parse_args()
     args.seconds = args.seconds or (2.0 if args.quick else 10.0)
     args.long_requests = args.long_requests or (1 if args.quick else 3)
     result = run(args)
     RESULTS.mkdir(exist_ok=True)
-    suffix = "_smoke" if args.quick else ""
+    suffix = ("_smoke" if args.quick else "") + args.suffix
     path = RESULTS / f"service_{result['device']}{suffix}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["ratios"], indent=2))
