@@ -316,6 +316,12 @@ def report(args, info: dict, scenarios: list[dict], reference: dict, exit_code: 
         "torch": torch.__version__,
         "model": info["model"],
         "server_limits": info["limits"],
+        # the settings this run changed from their defaults, for the server and for OpenMP
+        "environment": {
+            key: value
+            for key, value in os.environ.items()
+            if key.startswith(("LONGENC_", "OMP_", "SPARSE_CORE_"))
+        },
         "quick": args.quick,
         "clients": args.clients,
         "seconds_per_throughput_scenario": args.seconds,
