@@ -38,3 +38,17 @@ def test_folder_defaults_follow_sentence_transformers_config(encoder: Encoder) -
     assert encoder.default_pooling == "mean"
     assert encoder.default_normalize is True
     assert encoder.dtype == torch.float32 and encoder.device == torch.device("cpu")
+
+
+def test_bfloat16_embeddings_stay_close_to_float32(
+    encoder: Encoder, texts_by_length: list[str]
+) -> None:
+    """LONGENC_DTYPE=bfloat16 (faster on CPUs with native bfloat16) keeps the embeddings."""
+    from models import load_encoder
+
+    half = load_encoder(dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    cosine = torch.nn.functional.cosine_similarity(
+        half.encode(texts_by_length).float(), encoder.encode(texts_by_length), dim=-1
+    )
+    assert cosine.min().item() >= 0.999, cosine
