@@ -34,8 +34,8 @@ def group_size(n: int, k: int) -> int:
 def select_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`exact_topk`, by the C++ kernel (`_topk_rows.cpp`) for float32 CPU scores when it is built.
 
-    With it, top-k attention at n=16,384 takes 1.53× dense SDPA's time instead of 2.08×
-    (benchmarks/results/attention_cpu.json and the README's kernel table).
+    With it, top-k attention at n=16,384 took 1.28× and 1.53× dense SDPA's time in two full runs
+    of benchmarks/attention.py, against 2.08× without it (see the README's kernel table).
     """
     native = _native.topk_rows() if scores.device.type == "cpu" else None
     if native is None or scores.dtype != torch.float32 or scores.numel() == 0:
