@@ -10,9 +10,14 @@ make the maxima a vectorised reduction over a non-innermost dimension.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from sparse_core import _native
+
+# (scores (..., n), k) -> the k largest values of each row and their columns, unsorted.
+Selection = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
 
 # Below this many scores per wanted key, a plain torch.topk is cheaper than grouping.
 PLAIN_RATIO = 16
@@ -31,17 +36,22 @@ def group_size(n: int, k: int) -> int:
     return size
 
 
-def select_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`exact_topk`, by the C++ kernel (`_topk_rows.cpp`) for float32 CPU scores when it is built.
+def topk_selection(device: torch.device, dtype: torch.dtype) -> Selection:
+    """The exact row top-k for scores on `device` in `dtype`: the C++ kernel (`_topk_rows.cpp`)
+    for float32 CPU scores when it is built, `exact_topk` otherwise.
 
-    With it, top-k attention at n=16,384 took 1.28× and 1.53× dense SDPA's time in two full runs
-    of benchmarks/attention.py, against 2.08× without it (see the README's kernel table).
+    With the kernel, top-k attention at n=16,384 took 1.28× and 1.53× dense SDPA's time in two
+    full runs of benchmarks/attention.py, against 2.08× without it (see the README's kernel table).
     """
-    native = _native.topk_rows() if scores.device.type == "cpu" else None
-    if native is None or scores.dtype != torch.float32 or scores.numel() == 0:
-        return exact_topk(scores, k)
-    values, columns = native(scores.reshape(-1, scores.shape[-1]), k)
-    return values.view(*scores.shape[:-1], k), columns.view(*scores.shape[:-1], k)
+    native = _native.topk_rows() if device.type == "cpu" and dtype == torch.float32 else None
+    if native is None:
+        return exact_topk
+
+    def select(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        values, columns = native(scores.reshape(-1, scores.shape[-1]), k)
+        return values.view(*scores.shape[:-1], k), columns.view(*scores.shape[:-1], k)
+
+    return select
 
 
 def exact_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

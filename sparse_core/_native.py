@@ -24,7 +24,8 @@ SOURCE = Path(__file__).with_name("_topk_rows.cpp")
 ENV_SWITCH = "SPARSE_CORE_NATIVE"
 
 _lock = threading.Lock()
-_loaded: dict[str, Callable | None] = {}
+_NOT_BUILT = object()
+_topk_rows: Callable | None | object = _NOT_BUILT
 
 
 def enabled() -> bool:
@@ -33,12 +34,13 @@ def enabled() -> bool:
 
 def topk_rows() -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None:
     """torch.ops.longenc.topk_rows (float32 CPU (rows, n), k) -> (values, indices), or None."""
+    global _topk_rows
     if not enabled():
         return None
     with _lock:  # one build per process; torch's file lock covers concurrent processes
-        if "topk_rows" not in _loaded:
-            _loaded["topk_rows"] = _build()
-        return _loaded["topk_rows"]
+        if _topk_rows is _NOT_BUILT:
+            _topk_rows = _build()
+        return _topk_rows
 
 
 def _build() -> Callable | None:

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sparse_core._exact_topk import select_topk
+from sparse_core._exact_topk import topk_selection
 from sparse_core.mode import Mode, Param
 from sparse_core.spec import AttentionSpec
 
@@ -77,12 +77,13 @@ def sequence_topk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, top_k: int)
     chunk = max(1, chunk)
     # One buffer for every chunk's scores: fresh multi-MB allocations would each page-fault in.
     buffer = torch.empty(heads * chunk * n, dtype=compute, device=q.device)
+    select = topk_selection(buffer.device, buffer.dtype)
     out = torch.empty((heads, n, head_dim), dtype=compute, device=q.device)
     for start in range(0, n, chunk):
         rows = slice(start, min(n, start + chunk))
         scores = buffer[: heads * (rows.stop - start) * n].view(heads, -1, n)
         torch.matmul(q[:, rows].to(compute) * scale, keys_t, out=scores)  # (H, c, n)
-        top_scores, top_keys = select_topk(scores, top_k)  # (H, c, k) each
+        top_scores, top_keys = select(scores, top_k)  # (H, c, k) each
         weights = torch.softmax(top_scores, dim=-1)  # (H, c, k)
         if scatter:  # the score buffer becomes the (H, c, n) weights, zero off the top k
             weights = scores.zero_().scatter_(-1, top_keys, weights)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import Encoder
+from models import Encoder, load_encoder
 from models.encoder import default_model_path
 
 
@@ -44,8 +44,6 @@ def test_bfloat16_embeddings_stay_close_to_float32(
     encoder: Encoder, texts_by_length: list[str]
 ) -> None:
     """LONGENC_DTYPE=bfloat16 (faster on CPUs with native bfloat16) keeps the embeddings."""
-    from models import load_encoder
-
     half = load_encoder(dtype=torch.bfloat16)
     assert half.dtype == torch.bfloat16
     cosine = torch.nn.functional.cosine_similarity(

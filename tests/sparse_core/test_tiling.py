@@ -7,7 +7,7 @@ import torch
 
 from sparse_core import AttentionSpec, _native, attend, reference_attend
 from sparse_core import _window_tiles as window_tiles
-from sparse_core._exact_topk import exact_topk
+from sparse_core._exact_topk import exact_topk, topk_selection
 from sparse_core.topk import sequence_topk
 from tests.sparse_core.helpers import TOLERANCE, assert_close_on_valid_rows, make_qkv
 
@@ -41,10 +41,8 @@ def native_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     """The C++ kernel on (..., n) scores; it must be built wherever the tests run."""
     if not _native.enabled():
         pytest.skip(f"{_native.ENV_SWITCH}=0 turns the C++ kernel off")
-    kernel = _native.topk_rows()
-    assert kernel is not None, "the C++ top-k kernel failed to build; see the warning logged"
-    values, columns = kernel(scores.reshape(-1, scores.shape[-1]), k)
-    return values.view(*scores.shape[:-1], k), columns.view(*scores.shape[:-1], k)
+    assert _native.topk_rows() is not None, "the C++ top-k kernel failed to build; see its warning"
+    return topk_selection(scores.device, scores.dtype)(scores, k)
 
 
 SELECTIONS = {"torch": exact_topk, "native": native_topk}
