@@ -42,6 +42,35 @@ class Embeddings(nn.Module):
         return self.norm(hidden)
 
 
+class TokenRows:
+    """Where each real token's row sits in the padded (B, n) grid the attention kernels take.
+
+    Projections, the FFN and LayerNorms act on each token alone, so the layers keep hidden states
+    as packed rows, (T, hidden) for the T real tokens, and never spend work on padding (a quarter
+    of the rows in a typical batch of short texts). Only attention sees the padded grid.
+    """
+
+    def __init__(self, batch: int, n: int, lengths: torch.Tensor | None) -> None:
+        self.batch, self.n = batch, n
+        self.index: torch.Tensor | None = None  # (T,) flat grid positions of real tokens
+        if lengths is not None:
+            positions = torch.arange(n, device=lengths.device)
+            real = positions[None, :] < lengths[:, None]  # (B, n)
+            self.index = real.flatten().nonzero().squeeze(1)
+
+    def pack(self, grid: torch.Tensor) -> torch.Tensor:
+        """(B, n, ...) -> (T, ...): the real tokens' rows, input by input."""
+        flat = grid.reshape(self.batch * self.n, *grid.shape[2:])  # (B·n, ...)
+        return flat if self.index is None else flat.index_select(0, self.index)
+
+    def unpack(self, rows: torch.Tensor) -> torch.Tensor:
+        """(T, ...) -> (B, n, ...), with zeros at padded positions."""
+        if self.index is not None:
+            grid = rows.new_zeros(self.batch * self.n, *rows.shape[1:])  # (B·n, ...)
+            rows = grid.index_copy_(0, self.index, rows)
+        return rows.view(self.batch, self.n, *rows.shape[1:])
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
@@ -54,16 +83,23 @@ class SelfAttention(nn.Module):
         self.output = nn.Linear(hidden, hidden)
 
     def forward(
-        self, hidden: torch.Tensor, spec: AttentionSpec, lengths: torch.Tensor | None
+        self,
+        hidden: torch.Tensor,
+        spec: AttentionSpec,
+        rows: TokenRows,
+        lengths: torch.Tensor | None,
     ) -> torch.Tensor:
-        batch, n, width = hidden.shape
-        heads = (batch, n, self.heads, self.head_dim)
-        q = self.query(hidden).view(heads).transpose(1, 2)  # (B, H, n, D)
-        k = self.key(hidden).view(heads).transpose(1, 2)  # (B, H, n, D)
-        v = self.value(hidden).view(heads).transpose(1, 2)  # (B, H, n, D)
+        """hidden: (T, hidden) packed rows -> (T, hidden)."""
+
+        def heads(projected: torch.Tensor) -> torch.Tensor:
+            grid = rows.unpack(projected.view(-1, self.heads, self.head_dim))  # (B, n, H, D)
+            return grid.transpose(1, 2)  # (B, H, n, D)
+
+        q, k, v = heads(self.query(hidden)), heads(self.key(hidden)), heads(self.value(hidden))
         out = attend(q, k, v, spec, lengths)  # (B, H, n, D)
-        out = out.transpose(1, 2).reshape(batch, n, width)  # (B, n, hidden)
-        return self.output(out)
+        # Padded query rows may hold anything, NaN included; pack drops them.
+        out = rows.pack(out.transpose(1, 2))  # (T, H, D)
+        return self.output(out.flatten(1))  # (T, hidden)
 
 
 class EncoderLayer(nn.Module):
@@ -86,15 +122,11 @@ class EncoderLayer(nn.Module):
         self,
         hidden: torch.Tensor,
         spec: AttentionSpec,
+        rows: TokenRows,
         lengths: torch.Tensor | None,
-        padding: torch.Tensor | None,
     ) -> torch.Tensor:
-        attended = self.attention(hidden, spec, lengths)  # (B, n, hidden)
-        if padding is not None:
-            # Padded query rows may come back as anything, NaN included; zero them so that they
-            # cannot leak into valid rows through the next layer's values (0 weight · NaN = NaN).
-            attended = attended.masked_fill(padding, 0.0)
-        hidden = self.attention_norm(hidden + attended)
+        """hidden: (T, hidden) packed rows -> (T, hidden)."""
+        hidden = self.attention_norm(hidden + self.attention(hidden, spec, rows, lengths))
         return self.ffn_norm(hidden + self.ffn_down(self.activation(self.ffn_up(hidden))))
 
 
@@ -112,13 +144,11 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         """ids: (B, n) int; lengths: (B,) valid tokens per row, None when no row is padded.
 
-        Returns (B, n, hidden); rows at padded positions are meaningless.
+        Returns (B, n, hidden), zero at padded positions.
         """
-        padding = None
-        if lengths is not None:
-            positions = torch.arange(ids.shape[1], device=ids.device)
-            padding = (positions[None, :] >= lengths[:, None])[..., None]  # (B, n, 1)
-        hidden = self.embeddings(ids, lengths)  # (B, n, hidden)
+        batch, n = ids.shape
+        rows = TokenRows(batch, n, lengths)
+        hidden = rows.pack(self.embeddings(ids, lengths))  # (T, hidden)
         for layer in self.layers:
-            hidden = layer(hidden, spec, lengths, padding)
-        return hidden
+            hidden = layer(hidden, spec, rows, lengths)
+        return rows.unpack(hidden)  # (B, n, hidden)
