@@ -17,10 +17,11 @@ Method
   tokenizer: short (~20 words), 256 tokens, and long documents of 2k, 8k and 32k tokens (one
   client, a few requests each). Dense and topk run on long documents only up to the server's
   max_dense_tokens, as the server itself refuses longer ones.
-- CPU time: each scenario also records the CPU seconds the server process and the load generator
-  used (from /proc and the generator's own process time), so that on a shared CPU the server's
-  cost per text can be set against sentence-transformers' CPU time per text, which pays for no
-  HTTP client. The JSON's ratios hold both: throughput (what a client sees) and CPU per text.
+- CPU time: each scenario also records the CPU seconds the server process, its event-loop
+  thread and the load generator used (from /proc and the generator's own process time), so that
+  on a shared CPU the server's cost per text can be set against sentence-transformers' CPU time
+  per text, which pays for no HTTP client. The JSON's ratios hold both: throughput (what a
+  client sees) and CPU per text.
 - sentence-transformers' in-process `encode` (same model, same texts, same device) runs in the
   same process after the server has stopped: batch_32 (the whole text list per call, its best
   case) and batch_1 (one text per call, as a server encoding each request alone would). It cuts
@@ -120,9 +121,11 @@ def build_texts(quick: bool) -> dict[str, list[str]]:
 # ---- closed-loop load ---------------------------------------------------------------------------
 
 
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) a live process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def process_cpu_s(pid: int, thread: int | None = None) -> float:
+    """CPU seconds (user + system) a live process has used so far: all its threads, or only the
+    thread with id `thread` (the main thread's id is the pid)."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -160,10 +163,12 @@ async def closed_loop(
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=900, limits=limits) as http:
         server_cpu, client_cpu = process_cpu_s(server_pid), time.process_time()
+        loop_cpu = process_cpu_s(server_pid, thread=server_pid)
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(http) for _ in range(clients)))
         wall = time.perf_counter() - started
         server_cpu = process_cpu_s(server_pid) - server_cpu
+        loop_cpu = process_cpu_s(server_pid, thread=server_pid) - loop_cpu
         client_cpu = time.process_time() - client_cpu
     return {
         "requests": len(latencies),
@@ -178,6 +183,9 @@ async def closed_loop(
         "server_cpu_s": server_cpu,
         "load_generator_cpu_s": client_cpu,
         "server_cpu_ms_per_text": 1000 * server_cpu / max(1, len(latencies)),
+        # the server's main thread: the event loop (HTTP, JSON, validation, queueing)
+        "server_event_loop_cpu_ms_per_text": 1000 * loop_cpu / max(1, len(latencies)),
+        "load_generator_cpu_ms_per_text": 1000 * client_cpu / max(1, len(latencies)),
     }
 
 
