@@ -54,9 +54,7 @@ def tiled_sliding_window(
         half = min(window // 2, length - 1)
         qb, kb, vb, ob = q[b], k[b], v[b], out[b]  # (H, n, D)
         if half == length - 1:  # the window covers every valid key: plain attention
-            ob[:, :length] = F.scaled_dot_product_attention(
-                qb[:, :length], kb[:, :length], vb[:, :length]
-            )
+            ob[:, :length] = _sequence_sdpa(qb[:, :length], kb[:, :length], vb[:, :length])
             continue
         tiles = plan(length, half, tile)
         band = _band_bias(tile, half, q.dtype, q.device)  # (T, T + 2h)
@@ -66,10 +64,19 @@ def tiled_sliding_window(
         for first, stop in tiles.pieces:
             start, end = tiles.key_range(first, stop)
             mask = _piece_bias(first, stop, start, end, half, q.dtype, q.device)
-            ob[:, first:stop] = F.scaled_dot_product_attention(
-                qb[:, first:stop], kb[:, start:end], vb[:, start:end], attn_mask=mask
+            ob[:, first:stop] = _sequence_sdpa(
+                qb[:, first:stop], kb[:, start:end], vb[:, start:end], mask
             )
     return out
+
+
+def _sequence_sdpa(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """SDPA on one sequence's (H, rows, D) tensors, given to it as a batch of one: on CPU,
+    torch 2.13 runs 3-D inputs on a slower path than the same data in 4-D (several times slower
+    with a mask; benchmarks/attention.py, sliding_window at n=1,024)."""
+    return F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask)[0]
 
 
 def _interior_run(
