@@ -40,7 +40,7 @@ def topk_selection(device: torch.device, dtype: torch.dtype) -> Selection:
     """The exact row top-k for scores on `device` in `dtype`: the C++ kernel (`_topk_rows.cpp`)
     for float32 CPU scores when it is built, `exact_topk` otherwise.
 
-    With the kernel, top-k attention at n=16,384 took 1.28× and 1.53× dense SDPA's time in two
+    With the kernel, top-k attention at n=16,384 took 1.28× to 1.53× dense SDPA's time in three
     full runs of benchmarks/attention.py, against 2.08× without it (see the README's kernel table).
     """
     native = _native.topk_rows() if device.type == "cpu" and dtype == torch.float32 else None
