@@ -205,9 +205,8 @@ def timed_encoding(encode, texts: list[str], batch_size: int, seconds: float) ->
     while time.perf_counter() - started < seconds:
         if batch_size >= len(texts):
             chunk = texts
-        else:
-            first = encoded % len(texts)
-            chunk = (texts + texts)[first : first + batch_size]
+        else:  # the next batch_size texts, wrapping around
+            chunk = [texts[(encoded + i) % len(texts)] for i in range(batch_size)]
         encode(chunk)
         encoded += len(chunk)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu

@@ -52,6 +52,7 @@ class TokenRows:
 
     def __init__(self, batch: int, n: int, lengths: torch.Tensor | None) -> None:
         self.batch, self.n = batch, n
+        self.lengths = lengths  # (B,) real tokens per row; None when no row is padded
         self.index: torch.Tensor | None = None  # (T,) flat grid positions of real tokens
         if lengths is not None:
             positions = torch.arange(n, device=lengths.device)
@@ -87,7 +88,6 @@ class SelfAttention(nn.Module):
         hidden: torch.Tensor,
         spec: AttentionSpec,
         rows: TokenRows,
-        lengths: torch.Tensor | None,
     ) -> torch.Tensor:
         """hidden: (T, hidden) packed rows -> (T, hidden)."""
 
@@ -96,7 +96,7 @@ class SelfAttention(nn.Module):
             return grid.transpose(1, 2)  # (B, H, n, D)
 
         q, k, v = heads(self.query(hidden)), heads(self.key(hidden)), heads(self.value(hidden))
-        out = attend(q, k, v, spec, lengths)  # (B, H, n, D)
+        out = attend(q, k, v, spec, rows.lengths)  # (B, H, n, D)
         # Padded query rows may hold anything, NaN included; pack drops them.
         out = rows.pack(out.transpose(1, 2))  # (T, H, D)
         return self.output(out.flatten(1))  # (T, hidden)
@@ -123,10 +123,9 @@ class EncoderLayer(nn.Module):
         hidden: torch.Tensor,
         spec: AttentionSpec,
         rows: TokenRows,
-        lengths: torch.Tensor | None,
     ) -> torch.Tensor:
         """hidden: (T, hidden) packed rows -> (T, hidden)."""
-        hidden = self.attention_norm(hidden + self.attention(hidden, spec, rows, lengths))
+        hidden = self.attention_norm(hidden + self.attention(hidden, spec, rows))
         return self.ffn_norm(hidden + self.ffn_down(self.activation(self.ffn_up(hidden))))
 
 
@@ -150,5 +149,5 @@ class Transformer(nn.Module):
         rows = TokenRows(batch, n, lengths)
         hidden = rows.pack(self.embeddings(ids, lengths))  # (T, hidden)
         for layer in self.layers:
-            hidden = layer(hidden, spec, rows, lengths)
+            hidden = layer(hidden, spec, rows)
         return rows.unpack(hidden)  # (B, n, hidden)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from sparse_core._flex_window import flex_applies, flex_sliding_window
 from sparse_core._window_tiles import plan, tile_size
+from sparse_core.dense import sequence_sdpa
 from sparse_core.mode import Mode, Param
 from sparse_core.spec import AttentionSpec
 
@@ -54,7 +55,7 @@ def tiled_sliding_window(
         half = min(window // 2, length - 1)
         qb, kb, vb, ob = q[b], k[b], v[b], out[b]  # (H, n, D)
         if half == length - 1:  # the window covers every valid key: plain attention
-            ob[:, :length] = _sequence_sdpa(qb[:, :length], kb[:, :length], vb[:, :length])
+            ob[:, :length] = sequence_sdpa(qb[:, :length], kb[:, :length], vb[:, :length])
             continue
         tiles = plan(length, half, tile)
         band = _band_bias(tile, half, q.dtype, q.device)  # (T, T + 2h)
@@ -64,20 +65,10 @@ def tiled_sliding_window(
         for first, stop in tiles.pieces:
             start, end = tiles.key_range(first, stop)
             mask = _piece_bias(first, stop, start, end, half, q.dtype, q.device)
-            ob[:, first:stop] = _sequence_sdpa(
+            ob[:, first:stop] = sequence_sdpa(
                 qb[:, first:stop], kb[:, start:end], vb[:, start:end], mask
             )
     return out
-
-
-def _sequence_sdpa(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """SDPA on one sequence's (H, rows, D) tensors, given to it as a batch of one: on CPU,
-    torch 2.13 runs 3-D inputs on a slower path than the same data in 4-D. Edge pieces dominate
-    short sequences: at n=1,024, w=512 in bfloat16 the kernel went from 0.62× to 1.28× dense's
-    speed with this change (benchmarks/attention.py)."""
-    return F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask)[0]
 
 
 def _interior_run(

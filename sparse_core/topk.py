@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from sparse_core._exact_topk import topk_selection
+from sparse_core.dense import sequence_sdpa
 from sparse_core.mode import Mode, Param
 from sparse_core.spec import AttentionSpec
 
@@ -62,7 +62,7 @@ def sequence_topk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, top_k: int)
     """
     heads, n, head_dim = q.shape
     if top_k >= n:
-        return F.scaled_dot_product_attention(q, k, v)
+        return sequence_sdpa(q, k, v)
     compute = torch.promote_types(q.dtype, torch.float32)
     keys_t = k.to(compute).transpose(-2, -1).contiguous()  # (H, D, n): GEMM-friendly layout
     values = v.to(compute).contiguous()  # (H, n, D)
