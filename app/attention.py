@@ -78,20 +78,13 @@ def attention_json_schema() -> dict[str, Any]:
     for mode in MODES.values():
         properties: dict[str, Any] = {"mode": {"const": mode.name}}
         for param in mode.params:
-            schema: dict[str, Any] = {
-                "type": "integer",
-                "minimum": param.minimum,
-                "description": param.help,
-            }
-            if param.even:
-                schema["multipleOf"] = 2
-            properties[param.name] = schema
+            properties[param.name] = param.json_schema()
         alternatives.append(
             {
                 "title": mode.name,
                 "type": "object",
                 "properties": properties,
-                "required": ["mode", *(param.name for param in mode.params)],
+                "required": ["mode", *(param.name for param in mode.params if param.required)],
                 "additionalProperties": False,
                 "description": mode.description,
             }

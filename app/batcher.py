@@ -1,18 +1,26 @@
 """The dynamic batcher: one asyncio task owns the queue, one worker thread runs every forward pass.
 
-Inputs are queued one by one, each with its own Future. Inputs that share a `BatchKey` (the
-resolved attention spec plus pooling and normalization, which the encoder applies inside its
-forward pass) are batched together, oldest first, up to `max_batch_size` inputs and
-`max_batch_tokens` padded tokens (inputs × longest input). A batch waits at most `batch_wait_ms`
-after its oldest input arrived for company. A batch's results and errors go to its inputs and no
-other; an input whose Future was cancelled (its client went away) is dropped before compute.
-A device out-of-memory error splits the batch in halves and retries; a single input that still
-does not fit gets `OutOfMemory`.
+Inputs are queued one by one, each with its own Future and its attention cost in token pairs
+(`AttentionSpec.cost`). Inputs that share a `BatchKey` (the resolved attention spec plus pooling
+and normalization, which the encoder applies inside its forward pass) are batched together, oldest
+first, up to `max_batch_size` inputs, `max_batch_tokens` padded tokens (inputs × longest input)
+and `max_batch_cost` token pairs; an input larger than a budget runs alone. The batch planned here
+is exactly the forward pass that runs (`encode_batch`): nothing downstream re-splits it.
+
+Fairness: inputs costing at most `short_input_cost` pairs ride the short lane, the others the long
+lane. While both lanes hold work they take turns, one forward pass each, so a short request waits
+for at most one long forward pass, and a stream of short requests cannot starve a long one.
+A short batch waits at most `batch_wait_s` after its oldest input arrived for company.
+
+A batch's results and errors go to its inputs and no other; an input whose Future was cancelled
+(its client went away) is dropped before compute. A device out-of-memory error splits the batch in
+halves and retries; a single input that still does not fit gets `OutOfMemory`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -20,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import torch
 
@@ -30,6 +38,8 @@ from sparse_core import AttentionSpec
 
 logger = logging.getLogger("app.batcher")
 T = TypeVar("T")
+Lane = Literal["short", "long"]
+LANES: tuple[Lane, ...] = ("short", "long")
 
 
 class BatchEncoder(Protocol):
@@ -37,9 +47,11 @@ class BatchEncoder(Protocol):
 
     device: torch.device
 
-    def encode_ids(
+    def encode_batch(
         self, batch: list[list[int]], attention: AttentionSpec, pooling: str, normalize: bool
-    ) -> list[torch.Tensor]: ...
+    ) -> list[torch.Tensor]:
+        """One forward pass over exactly `batch`; one result per input, in order."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,10 @@ class BatchLimits:
     max_batch_size: int
     batch_wait_s: float
     queue_size: int
+    # token pairs one forward pass may score; an input costing more runs alone
+    max_batch_cost: int = 1 << 24
+    # inputs costing at most this many token pairs ride the short lane
+    short_input_cost: int = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -73,9 +89,19 @@ class Encoded:
 class _Item:
     ids: list[int]
     key: BatchKey
+    cost: int  # attention token pairs
+    lane: Lane
     future: asyncio.Future[Encoded]
     enqueued_at: float = field(default_factory=time.perf_counter)
-    taken: bool = False
+    taken: bool = False  # left the queue: batched, or dropped after a cancel
+
+
+@dataclass
+class _Plan:
+    """The next forward pass of one queue, as it would be taken now."""
+
+    items: list[_Item]
+    full: bool  # no more inputs would fit: no reason to wait for company
 
 
 class Batcher:
@@ -85,10 +111,13 @@ class Batcher:
         self.encoder = encoder
         self.limits = limits
         self.metrics = metrics
-        self._queues: dict[BatchKey, deque[_Item]] = {}
+        # One FIFO per (lane, key); a queue is deleted as soon as it is empty, so distinct keys
+        # leave nothing behind.
+        self._queues: dict[tuple[Lane, BatchKey], deque[_Item]] = {}
         self._queued = 0
         self._arrived = asyncio.Event()
         self._closing = False
+        self._last_lane: Lane = "long"  # the short lane goes first
         self._task: asyncio.Task[None] | None = None
         self._batch_ids = itertools.count()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
@@ -96,6 +125,11 @@ class Batcher:
     @property
     def queued(self) -> int:
         return self._queued
+
+    @property
+    def queue_count(self) -> int:
+        """Queues currently held, one per (lane, batch key) with waiting inputs."""
+        return len(self._queues)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
@@ -112,8 +146,13 @@ class Batcher:
         """Run `function(*args)` on the forward thread (warm-up, tests)."""
         return await asyncio.get_running_loop().run_in_executor(self._worker, function, *args)
 
-    def submit(self, batch: list[list[int]], key: BatchKey) -> list[asyncio.Future[Encoded]]:
-        """Queue every input of one request, or none: raises QueueFull / NotReady."""
+    def submit(
+        self, batch: list[list[int]], key: BatchKey, costs: list[int] | None = None
+    ) -> list[asyncio.Future[Encoded]]:
+        """Queue every input of one request, or none: raises QueueFull / NotReady.
+
+        costs: each input's attention cost in token pairs (None: its length squared).
+        """
         if self._closing:
             raise NotReady("the server is shutting down", retry_after_s=1)
         if self._queued + len(batch) > self.limits.queue_size:
@@ -122,93 +161,125 @@ class Batcher:
                 "retry later",
                 retry_after_s=1,
             )
+        costs = [len(ids) ** 2 for ids in batch] if costs is None else costs
         loop = asyncio.get_running_loop()
-        queue = self._queues.setdefault(key, deque())
         futures = []
-        for ids in batch:
-            item = _Item(ids=ids, key=key, future=loop.create_future())
-            item.future.add_done_callback(lambda _, item=item: self._discard_if_cancelled(item))
-            queue.append(item)
+        for ids, cost in zip(batch, costs, strict=True):
+            lane: Lane = "short" if cost <= self.limits.short_input_cost else "long"
+            item = _Item(ids=ids, key=key, cost=cost, lane=lane, future=loop.create_future())
+            item.future.add_done_callback(lambda _, item=item: self._drop_if_cancelled(item))
+            self._queues.setdefault((lane, key), deque()).append(item)
             futures.append(item.future)
         self._queued += len(batch)
         self.metrics.queue_size.set(self._queued)
         self._arrived.set()
         return futures
 
-    def _discard_if_cancelled(self, item: _Item) -> None:
-        if not item.future.cancelled() or item.taken:
+    def _drop_if_cancelled(self, item: _Item) -> None:
+        """Remove a queued input whose Future is done, i.e. cancelled by its client (idempotent)."""
+        if item.taken or not item.future.done():
             return
-        self._queues[item.key].remove(item)
-        item.taken = True
-        self._queued -= 1
+        queue = self._queues[(item.lane, item.key)]
+        queue.remove(item)
+        self._release([item])
+        if not queue:
+            del self._queues[(item.lane, item.key)]
+        if item.future.cancelled():
+            self.metrics.cancelled_inputs.inc()
+
+    def _release(self, items: list[_Item]) -> None:
+        for item in items:
+            item.taken = True
+        self._queued -= len(items)
         self.metrics.queue_size.set(self._queued)
-        self.metrics.cancelled_inputs.inc()
 
     # -- the batching task --------------------------------------------------------------------
 
     async def _run(self) -> None:
         while True:
-            oldest = self._oldest()
-            if oldest is None:
-                if self._closing:
-                    return
-                self._arrived.clear()
-                await self._arrived.wait()
-                continue
-            await self._wait_for_company(oldest)
-            batch = self._take(oldest.key)
+            batch, wake_at = self.next_batch(time.perf_counter())
             if batch:
                 await self._execute(batch)
+                continue
+            if self._closing and self._queued == 0:
+                return
+            # Nothing runnable now: sleep until an input arrives or a batch's wait runs out.
+            self._arrived.clear()
+            timeout = None if wake_at is None else max(0.0, wake_at - time.perf_counter())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout)
 
-    def _oldest(self) -> _Item | None:
-        heads = [queue[0] for queue in self._queues.values() if queue]
-        return min(heads, key=lambda item: item.enqueued_at, default=None)
+    def next_batch(self, now: float) -> tuple[list[_Item], float | None]:
+        """Take the batch to run now, if any: (items, None). Otherwise ([], when to look again),
+        None meaning when something arrives. Synchronous, so it sees one consistent queue.
 
-    def _plan(self, key: BatchKey) -> tuple[list[_Item], bool]:
-        """The inputs the next batch of `key` would hold, and whether it is full.
-
-        Oldest first; an input that would push the padded cost over the budget is passed over
-        (a shorter one behind it may still fit); the oldest input always goes in, alone if it
-        is larger than the budget.
+        Inputs cancelled while queued are skipped here even when their Future's callback has not
+        run yet, so a cancelled input can never be chosen or keep the loop from sleeping.
         """
+        for lane in self._lane_order():
+            queue_key = self._oldest_queue(lane)
+            if queue_key is None:
+                continue
+            plan = self._plan(queue_key)
+            if not plan.items:
+                continue
+            deadline = plan.items[0].enqueued_at + self.limits.batch_wait_s
+            waiting_pays = lane == "short" and not plan.full and not self._closing
+            if waiting_pays and now < deadline and self._queued < self.limits.queue_size:
+                return [], deadline
+            self._take(queue_key, plan.items)
+            self._last_lane = lane
+            return plan.items, None
+        return [], None
+
+    def _lane_order(self) -> tuple[Lane, Lane]:
+        """Lanes take turns: the one that did not run last goes first."""
+        return ("long", "short") if self._last_lane == "short" else ("short", "long")
+
+    def _oldest_queue(self, lane: Lane) -> tuple[Lane, BatchKey] | None:
+        """The queue of `lane` whose first live input is the oldest; cancelled inputs at the
+        front of a queue are dropped on the way."""
+        oldest: tuple[float, tuple[Lane, BatchKey]] | None = None
+        for queue_key in [key for key in self._queues if key[0] == lane]:
+            queue = self._queues[queue_key]
+            while queue and queue[0].future.done():
+                self._drop_if_cancelled(queue[0])  # deletes the queue once it is empty
+            if queue and (oldest is None or queue[0].enqueued_at < oldest[0]):
+                oldest = (queue[0].enqueued_at, queue_key)
+        return None if oldest is None else oldest[1]
+
+    def _plan(self, queue_key: tuple[Lane, BatchKey]) -> _Plan:
+        """The inputs the next batch of this queue would hold, and whether it is full.
+
+        Oldest first; an input that would push the batch over a budget is passed over (a smaller
+        one behind it may still fit); the oldest input always goes in, alone if it is larger than
+        a budget.
+        """
+        limits = self.limits
         chosen: list[_Item] = []
-        longest = 0
+        longest = cost = 0
         full = False
-        for item in self._queues.get(key, ()):
+        for item in self._queues.get(queue_key, ()):
             if item.future.done():
                 continue
             grown = max(longest, len(item.ids))
-            if chosen and grown * (len(chosen) + 1) > self.limits.max_batch_tokens:
+            over_tokens = grown * (len(chosen) + 1) > limits.max_batch_tokens
+            if chosen and (over_tokens or cost + item.cost > limits.max_batch_cost):
                 full = True
                 continue
             chosen.append(item)
-            longest = grown
-            if len(chosen) == self.limits.max_batch_size:
-                return chosen, True
-        return chosen, full
+            longest, cost = grown, cost + item.cost
+            if len(chosen) == limits.max_batch_size:
+                return _Plan(chosen, True)
+        return _Plan(chosen, full)
 
-    async def _wait_for_company(self, oldest: _Item) -> None:
-        deadline = oldest.enqueued_at + self.limits.batch_wait_s
-        while not self._closing and self._queued < self.limits.queue_size:
-            remaining = deadline - time.perf_counter()
-            _, full = self._plan(oldest.key)
-            if full or remaining <= 0:
-                return
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except asyncio.TimeoutError:
-                return
-
-    def _take(self, key: BatchKey) -> list[_Item]:
-        batch, _ = self._plan(key)
-        for item in batch:
-            item.taken = True
-        queue = self._queues[key]
-        self._queues[key] = deque(item for item in queue if not item.taken)
-        self._queued -= len(batch)
-        self.metrics.queue_size.set(self._queued)
-        return batch
+    def _take(self, queue_key: tuple[Lane, BatchKey], batch: list[_Item]) -> None:
+        self._release(batch)
+        remaining = deque(item for item in self._queues[queue_key] if not item.taken)
+        if remaining:
+            self._queues[queue_key] = remaining
+        else:
+            del self._queues[queue_key]
 
     async def _execute(self, batch: list[_Item]) -> None:
         key = batch[0].key
@@ -243,7 +314,7 @@ class Batcher:
         if on_cuda:
             torch.cuda.reset_peak_memory_stats(self.encoder.device)
         try:
-            embeddings = self.encoder.encode_ids(
+            embeddings = self.encoder.encode_batch(
                 batch, key.attention, pooling=key.pooling, normalize=key.normalize
             )
             peak = torch.cuda.max_memory_allocated(self.encoder.device) if on_cuda else 0

@@ -38,11 +38,13 @@ _bearer = HTTPBearer(auto_error=False, description="the server's LONGENC_API_KEY
 
 
 async def check_api_key(
+    request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Raise Unauthorized unless no key is configured or the bearer token matches it."""
-    if settings.api_key is None:
+    """Raise Unauthorized unless no key is configured, the route is one of
+    `settings.public_routes`, or the bearer token matches the key."""
+    if settings.api_key is None or request.url.path in settings.public_routes:
         return
     if credentials is None:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")

@@ -37,6 +37,13 @@ class Unauthorized(ServiceError):
     error_type = "unauthorized"
 
 
+class RequestTimeout(ServiceError):
+    """The client did not send its whole body in time."""
+
+    status_code = 408
+    error_type = "request_timeout"
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
     error_type = "payload_too_large"
@@ -95,6 +102,10 @@ def error_response(request: Request, error: Exception) -> JSONResponse:
             headers["WWW-Authenticate"] = "Bearer"
     elif isinstance(error, RequestValidationError):
         status, kind, message = 422, "validation", _validation_message(error)
+    elif isinstance(error, HTTPException) and error.status_code == 400:
+        # FastAPI's answer to a body it cannot decode (not UTF-8, say): a validation error too.
+        status, kind = 422, "validation"
+        message = f"body could not be parsed as UTF-8 JSON: {error.detail}"
     elif isinstance(error, HTTPException):
         status = error.status_code
         kind = _HTTP_ERROR_TYPES.get(status, "http_error")
@@ -103,9 +114,42 @@ def error_response(request: Request, error: Exception) -> JSONResponse:
     else:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         status, kind, message = 500, "internal", f"internal error: {type(error).__name__}"
-    return JSONResponse({"error": message, "error_type": kind}, status, headers=headers)
+    if request.url.path.startswith(OPENAI_PREFIX):
+        body = {"error": _openai_error(status, kind, message, _first_field(error))}
+    else:
+        body = {"error": message, "error_type": kind}
+    return JSONResponse(body, status, headers=headers)
+
+
+# Routes under this prefix answer errors in OpenAI's shape, which its clients parse.
+OPENAI_PREFIX = "/v1/"
+_OPENAI_TYPES = {401: "authentication_error", 429: "rate_limit_error"}
+
+
+def _openai_error(status: int, kind: str, message: str, param: str | None) -> dict[str, object]:
+    """OpenAI's error object: `type` as OpenAI names the class of error, `code` longenc's kind."""
+    if status >= 500:
+        error_class = "server_error"
+    else:
+        error_class = _OPENAI_TYPES.get(status, "invalid_request_error")
+    return {"message": message, "type": error_class, "param": param, "code": kind}
+
+
+def _first_field(error: Exception) -> str | None:
+    """The request field a validation error is about (OpenAI's `param`), when it names one."""
+    if not isinstance(error, RequestValidationError):
+        return None
+    for item in error.errors():
+        location = [str(part) for part in item.get("loc", ()) if part != "body"]
+        if location:
+            return location[0]
+    return None
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    for error_class in (ServiceError, RequestValidationError, HTTPException, Exception):
+    """Expected errors are answered by FastAPI's handlers; anything else by
+    `app.middleware.InternalErrorMiddleware` (a handler for Exception would be Starlette's
+    ServerErrorMiddleware, which re-raises after answering: a second traceback, and the
+    client's keep-alive connection closed)."""
+    for error_class in (ServiceError, RequestValidationError, HTTPException):
         app.add_exception_handler(error_class, error_response)

@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import start_http_server
 
 from app.batcher import Batcher, BatchLimits
 from app.errors import install_error_handlers
 from app.lifecycle import Lifecycle
 from app.metrics import Metrics
-from app.middleware import BodyLimitMiddleware, InferenceTrafficMiddleware
-from app.routes import encode, openai, ops
+from app.middleware import AdmissionMiddleware, InternalErrorMiddleware
+from app.routes import docs, encode, openai, ops, tei
 from app.service import EncodeService
 from app.settings import Settings
 from models import load_encoder
@@ -42,12 +43,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_batch_size=settings.max_batch_size,
         batch_wait_s=settings.batch_wait_ms / 1000,
         queue_size=settings.queue_size,
+        max_batch_cost=settings.max_batch_cost,
+        short_input_cost=settings.short_input_cost,
     )
+    app.state.metrics.device = encoder.device
     batcher = Batcher(encoder, limits, app.state.metrics)
     batcher.start()
     service = EncodeService(encoder, batcher, settings, app.state.metrics)
     app.state.encoder, app.state.batcher, app.state.service = encoder, batcher, service
     warmup = asyncio.create_task(_warm_up(service, app.state.lifecycle, settings.warmup))
+    metrics_server = None
+    if settings.metrics_port is not None:
+        # prometheus_client's own HTTP server, on a thread: /metrics without a key, for the
+        # internal network only (as text-embeddings-inference serves metrics on a port apart).
+        metrics_server, _ = start_http_server(
+            settings.metrics_port, addr=settings.host, registry=app.state.metrics.registry
+        )
+        logger.info("metrics on %s:%d", settings.host, settings.metrics_port)
     try:
         yield
     finally:
@@ -55,6 +67,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.lifecycle.drain()
         await batcher.close()
         service.close()
+        if metrics_server is not None:
+            metrics_server.shutdown()
 
 
 async def _warm_up(service: EncodeService, lifecycle: Lifecycle, enabled: bool) -> None:
@@ -77,16 +91,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Long-text embeddings with per-request sparse attention",
         version="0.1.0",
         lifespan=lifespan,
+        # served by app.routes.docs, behind the API key like every route but /health
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.lifecycle = Lifecycle()
-    # The last added runs first: admission and metrics see every answer, the 413s included.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_payload_bytes)
+    # The last added runs first: admission sees every answer, the 408s, 413s and 500s included.
+    app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(
-        InferenceTrafficMiddleware, lifecycle=app.state.lifecycle, metrics=app.state.metrics
+        AdmissionMiddleware,
+        lifecycle=app.state.lifecycle,
+        metrics=app.state.metrics,
+        max_bytes=settings.max_payload_bytes,
+        body_timeout_s=settings.body_timeout_s,
     )
     install_error_handlers(app)
-    for router in (encode.router, openai.router, ops.router):
+    for router in (encode.router, openai.router, tei.router, ops.router, docs.router):
         app.include_router(router)
     return app

@@ -6,6 +6,8 @@ request rejected before its mode was known) and `status` (the HTTP status code).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -120,12 +122,20 @@ class Metrics:
             registry=registry,
         )
 
-    def read_gpu_memory(self, device: torch.device | None) -> None:
-        """Refresh the allocated/reserved gauges from torch.cuda (0 when not on CUDA)."""
-        on_cuda = device is not None and device.type == "cuda"
-        self.gpu_memory_allocated.set(torch.cuda.memory_allocated(device) if on_cuda else 0)
-        self.gpu_memory_reserved.set(torch.cuda.memory_reserved(device) if on_cuda else 0)
+        # The encoder's device, once loaded: the allocated/reserved gauges read it at each scrape.
+        self.device: torch.device | None = None
+        self.gpu_memory_allocated.set_function(self._cuda_reading(torch.cuda.memory_allocated))
+        self.gpu_memory_reserved.set_function(self._cuda_reading(torch.cuda.memory_reserved))
 
-    def render(self, device: torch.device | None) -> bytes:
-        self.read_gpu_memory(device)
+    def _cuda_reading(self, read: Callable[[torch.device], int]) -> Callable[[], float]:
+        """A gauge function: `read(device)` on CUDA, 0 elsewhere. Any scrape (the main port's
+        /metrics or the metrics port's) gets a fresh reading."""
+
+        def reading() -> float:
+            device = self.device
+            return float(read(device)) if device is not None and device.type == "cuda" else 0.0
+
+        return reading
+
+    def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,41 +1,64 @@
-"""ASGI middleware: the request body limit; admission, in-flight count and metrics of inference."""
+"""ASGI middleware: reading request bodies within bounds, admitting and counting inference
+requests, and answering unexpected errors."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import NotReady, PayloadTooLarge, error_response
+from app.errors import NotReady, PayloadTooLarge, RequestTimeout, ServiceError, error_response
 from app.lifecycle import Lifecycle
 from app.metrics import NO_MODE, Metrics
 
-INFERENCE_PATHS = frozenset({"/encode", "/v1/embeddings"})
+logger = logging.getLogger("app")
+
+# POST routes that run the model: admitted, counted in flight and recorded per mode and status.
+INFERENCE_PATHS = frozenset({"/encode", "/v1/embeddings", "/embed", "/embed_all", "/"})
 
 # Keys of the per-request state (scope["state"], i.e. `request.state`) shared with the routes.
 RECEIVED_AT = "received_at"  # time.perf_counter() when the request arrived
 MODE = "mode"  # the resolved attention mode, set by the route once known
 
 
-class InferenceTrafficMiddleware:
-    """Admits inference requests: once draining has begun, a new one is answered 503 at once;
-    one that arrived before is served to the end. Counts requests in flight (draining waits for
-    them) and records longenc_requests_total{mode,status} and
-    longenc_request_duration_seconds{mode} when each is answered."""
+class AdmissionMiddleware:
+    """Every HTTP request, in order:
 
-    def __init__(self, app: ASGIApp, lifecycle: Lifecycle, metrics: Metrics) -> None:
+    1. its body is read whole, within `max_bytes` (413 at once from Content-Length, else as soon
+       as the stream passes it) and within `body_timeout_s` (408): a slow or stalled upload
+       never holds the server, and is not yet "in flight", so it never holds a drain;
+    2. an inference request is refused 503 once draining has begun; one admitted before is
+       served to the end, counted in flight (draining waits for it);
+    3. each inference answer is recorded in longenc_requests_total{mode,status} and
+       longenc_request_duration_seconds{mode}, the 408/413/503 refusals included.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        lifecycle: Lifecycle,
+        metrics: Metrics,
+        max_bytes: int,
+        body_timeout_s: float,
+    ) -> None:
         self.app = app
         self.lifecycle = lifecycle
         self.metrics = metrics
+        self.max_bytes = max_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in INFERENCE_PATHS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        received_at = time.perf_counter()
         state = scope.setdefault("state", {})
-        state[RECEIVED_AT] = time.perf_counter()
+        state[RECEIVED_AT] = received_at
+        inference = scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS
         status = 500
 
         async def send_and_record(message: Message) -> None:
@@ -44,64 +67,100 @@ class InferenceTrafficMiddleware:
                 status = message["status"]
             await send(message)
 
+        try:
+            body = await self._read_body(scope, receive)
+        except ServiceError as refusal:
+            await error_response(Request(scope), refusal)(scope, receive, send_and_record)
+            if inference:
+                self._record(state, status, received_at)
+            return
+        if body is None:
+            return  # the client left while sending; nobody to answer, nothing was accepted
+        replay = _replay(body, receive)
+        if not inference:
+            await self.app(scope, replay, send)
+            return
         self.lifecycle.enter()
         self.metrics.requests_in_flight.inc()
         try:
             if self.lifecycle.state == "draining":
                 refusal = NotReady("the server is shutting down", retry_after_s=1)
-                await error_response(Request(scope), refusal)(scope, receive, send_and_record)
+                await error_response(Request(scope), refusal)(scope, replay, send_and_record)
             else:
-                await self.app(scope, receive, send_and_record)
+                await self.app(scope, replay, send_and_record)
         finally:
-            mode = state.get(MODE, NO_MODE)
-            self.metrics.requests.labels(mode, str(status)).inc()
-            elapsed = time.perf_counter() - state[RECEIVED_AT]
-            self.metrics.request_duration.labels(mode).observe(elapsed)
+            self._record(state, status, received_at)
             self.metrics.requests_in_flight.dec()
             self.lifecycle.leave()
 
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, or None if the client disconnected; raises PayloadTooLarge or
+        RequestTimeout."""
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            raise PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
+        deadline = time.monotonic() + self.body_timeout_s
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                raise RequestTimeout(
+                    f"the request body was not received within {self.body_timeout_s:g} s"
+                ) from None
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
-class BodyLimitMiddleware:
-    """Answers 413 for a body over `max_bytes`: at once from Content-Length, else as soon as the
-    streamed (chunked) body passes the limit. Bodies under it are read whole, then replayed."""
+    def _record(self, state: dict, status: int, received_at: float) -> None:
+        mode = state.get(MODE, NO_MODE)
+        self.metrics.requests.labels(mode, str(status)).inc()
+        self.metrics.request_duration.labels(mode).observe(time.perf_counter() - received_at)
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the app the body already read, then waits for the disconnect."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+class InternalErrorMiddleware:
+    """Answers an exception no handler took (a bug) with a 500 in the JSON error shape, logged
+    once, and keeps the connection usable: it does not re-raise as Starlette's
+    ServerErrorMiddleware does."""
+
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client left while sending; nobody to answer
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
+        started = False
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()  # after the body: wait for the disconnect
-            replayed = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
-        await error_response(Request(scope), error)(scope, receive, send)
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as error:
+            if started:  # too late for an error response: let the server close the connection
+                raise
+            await error_response(Request(scope), error)(scope, receive, send)

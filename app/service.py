@@ -7,23 +7,40 @@ so that length limits and the token budget are known before an input takes queue
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from app.attention import AttentionChoice, resolve_attention
 from app.batcher import Batcher, BatchKey, Encoded
+from app.chunking import Chunk, ChunkPlan, late_chunks, pool_spans, windows
 from app.errors import ClientDisconnected, InvalidInput
 from app.metrics import Metrics
 from app.settings import Settings
 from models import Encoder
+from models.tokenizer import Tokenized
 from sparse_core import MODES, AttentionSpec
 
 logger = logging.getLogger("app.service")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a request asks of its inputs, the same on every inference route."""
+
+    attention: AttentionChoice | None = None  # None: the server's default
+    pooling: str | None = None  # None: the model's
+    normalize: bool = True
+    truncate: bool = False
+    truncation_direction: Literal["right", "left"] = "right"
+    prompt_name: str | None = None  # None: the model's default prompt, if any
 
 
 @dataclass(frozen=True)
@@ -31,8 +48,10 @@ class Prepared:
     """A request tokenized, checked and resolved, ready to queue."""
 
     ids: list[list[int]]
+    costs: list[int]  # each input's attention cost in token pairs (AttentionSpec.cost)
     key: BatchKey
     tokenization_s: float
+    chunks: ChunkPlan | None = None  # late pooling of the token vectors, if asked
 
     @property
     def attention(self) -> AttentionSpec:
@@ -45,9 +64,10 @@ class Prepared:
 
 @dataclass(frozen=True)
 class EncodeResult:
-    embeddings: list[torch.Tensor]  # one per input, in order
+    embeddings: list[torch.Tensor]  # one per input, in order (late chunking: per chunk)
     queue_s: float
     inference_s: float
+    chunks: list[list[Chunk]] | None = None  # chunking: each input's chunks
 
 
 class EncodeService:
@@ -65,24 +85,122 @@ class EncodeService:
     def close(self) -> None:
         self._tokenizer.shutdown(wait=True)
 
-    async def prepare(
-        self,
-        texts: list[str],
-        attention: AttentionChoice | None,
-        pooling: str | None,
-        normalize: bool,
-        truncate: bool,
-    ) -> Prepared:
+    async def prepare(self, texts: list[str], options: Options) -> Prepared:
         """Tokenize and check `texts`; raises InvalidInput naming the offending input."""
-        limit = self.settings.max_inputs_per_request
-        if len(texts) > limit:
-            raise InvalidInput(f"{len(texts)} inputs in one request; at most {limit} allowed")
-        max_tokens = self.settings.max_input_tokens
-        started = time.perf_counter()
-        ids = await asyncio.get_running_loop().run_in_executor(
-            self._tokenizer, self.encoder.tokenize, texts, max_tokens if truncate else None
+        self._check_count(len(texts))
+        max_tokens = self.settings.max_input_tokens if options.truncate else None
+        tokenize = functools.partial(
+            self.encoder.tokenize,
+            texts,
+            max_tokens,
+            prompt_name=options.prompt_name,
+            direction=options.truncation_direction,
         )
-        tokenization_s = time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            ids = await asyncio.get_running_loop().run_in_executor(self._tokenizer, tokenize)
+        except ValueError as error:  # an unknown prompt_name
+            raise InvalidInput(str(error)) from None
+        return self._check(ids, options, time.perf_counter() - started)
+
+    async def prepare_late_chunks(self, texts: list[str], options: Options) -> Prepared:
+        """`texts` are consecutive chunks of one document: one forward pass over them joined,
+        one embedding per chunk from its own tokens. Limits apply to the joined document."""
+        self._check_count(len(texts))
+        parts, tokenization_s = await self._encode_texts(texts, options)
+        ids, plan = late_chunks(parts, options.normalize)
+        self._check_whole([ids], "the joined document")
+        return self._check([ids], _token_vectors(options), tokenization_s, plan)
+
+    async def prepare_chunks(
+        self, texts: list[str], options: Options, size: int, overlap: int
+    ) -> Prepared:
+        """Each input split into chunks of `size` tokens sharing `overlap`, embedded late from
+        one forward pass over the whole input."""
+        self._check_count(len(texts))
+        if not 0 <= overlap < size:
+            raise InvalidInput(f"chunking needs 0 <= overlap < tokens, got {overlap} and {size}")
+        parts, tokenization_s = await self._encode_texts(texts, options)
+        prompt_chars = len(self._prompt(options))
+        planned = [windows(part, size, overlap, prompt_chars) for part in parts]
+        plan = ChunkPlan(
+            [tokens for tokens, _ in planned], [chars for _, chars in planned], options.normalize
+        )
+        ids = [part.ids for part in parts]
+        self._check_whole(ids, "input {index}")
+        return self._check(ids, _token_vectors(options), tokenization_s, plan)
+
+    def _check_whole(self, ids: list[list[int]], what: str) -> None:
+        """Late pooling needs every token of the text: nothing is truncated."""
+        limit = self.settings.max_input_tokens
+        for index, token_ids in enumerate(ids):
+            if len(token_ids) > limit:
+                raise InvalidInput(
+                    f"{what.format(index=index)} has {len(token_ids)} tokens, more than "
+                    f"max_input_tokens={limit}; chunked embeddings need the whole text, so it "
+                    "is not truncated: send a shorter text"
+                )
+
+    async def _encode_texts(
+        self, texts: list[str], options: Options
+    ) -> tuple[list[Tokenized], float]:
+        """Texts (with the request's prompt) tokenized whole, with character offsets."""
+        if options.pooling not in (None, "mean"):
+            raise InvalidInput(
+                f"late chunking averages each chunk's tokens: pooling must be 'mean', got "
+                f"{options.pooling!r}"
+            )
+        prompt = self._prompt(options)
+        started = time.perf_counter()
+        parts = await asyncio.get_running_loop().run_in_executor(
+            self._tokenizer, self.encoder.tokenizer.encode, [prompt + text for text in texts]
+        )
+        return parts, time.perf_counter() - started
+
+    def _prompt(self, options: Options) -> str:
+        try:
+            return self.encoder.prompt(options.prompt_name)
+        except ValueError as error:  # an unknown prompt_name
+            raise InvalidInput(str(error)) from None
+
+    def prepare_ids(self, ids: list[list[int]], options: Options) -> Prepared:
+        """Check inputs given as token ids of the model's vocabulary (used as they are);
+        raises InvalidInput naming the offending input."""
+        self._check_count(len(ids))
+        vocab = self.encoder.config.vocab_size
+        for index, token_ids in enumerate(ids):
+            if not token_ids:
+                raise InvalidInput(f"input {index} has no token ids")
+            if min(token_ids) < 0 or max(token_ids) >= vocab:
+                raise InvalidInput(
+                    f"input {index} has token ids outside the model's vocabulary [0, {vocab})"
+                )
+        if options.truncate:  # ids are taken as they are: no special tokens to keep
+            limit = self.settings.max_input_tokens
+            keep = (
+                slice(None, limit)
+                if options.truncation_direction == "right"
+                else slice(-limit, None)
+            )
+            ids = [token_ids[keep] for token_ids in ids]
+        return self._check(ids, options, 0.0)
+
+    def _check_count(self, count: int) -> None:
+        limit = self.settings.max_inputs_per_request
+        if count > limit:
+            raise InvalidInput(f"{count} inputs in one request; at most {limit} allowed")
+
+    def _check(
+        self,
+        ids: list[list[int]],
+        options: Options,
+        tokenization_s: float,
+        chunks: ChunkPlan | None = None,
+    ) -> Prepared:
+        """Every limit that does not need the model to run: input length, the dense length,
+        the request's attention cost and the size of its response."""
+        settings = self.settings
+        max_tokens = settings.max_input_tokens
         for index, token_ids in enumerate(ids):
             if len(token_ids) > max_tokens:
                 raise InvalidInput(
@@ -91,21 +209,40 @@ class EncodeService:
                 )
         longest = max(len(token_ids) for token_ids in ids)
         spec = resolve_attention(
-            attention if attention is not None else self.settings.default_attention,
+            options.attention if options.attention is not None else settings.default_attention,
             longest,
-            self.encoder.max_position_embeddings,
-            self.settings.auto_window,
+            self.encoder.trained_length,
+            settings.auto_window,
         )
-        if MODES[spec.mode].pairwise and longest > self.settings.max_dense_tokens:
+        if MODES[spec.mode].pairwise and longest > settings.max_dense_tokens:
             raise InvalidInput(
                 f"{spec.mode} attention over {longest} tokens exceeds max_dense_tokens="
-                f"{self.settings.max_dense_tokens} (its cost grows with n²); use block or "
+                f"{settings.max_dense_tokens} (its cost grows with n²); use block or "
                 "sliding_window attention, or a shorter input"
+            )
+        costs = [spec.cost(len(token_ids)) for token_ids in ids]
+        if sum(costs) > settings.max_request_cost:
+            raise InvalidInput(
+                f"this request's {spec.mode} attention would score {sum(costs)} token pairs, "
+                f"more than max_request_cost={settings.max_request_cost}; send fewer or shorter "
+                "inputs per request, or a sparser attention mode"
+            )
+        pooling = options.pooling or self.encoder.default_pooling
+        if chunks is not None:
+            vectors = chunks.count
+        else:
+            vectors = sum(map(len, ids)) if pooling == "none" else len(ids)
+        floats = vectors * self.encoder.dim
+        if floats > settings.max_response_floats:
+            raise InvalidInput(
+                f"the response would hold {floats} floats ({vectors} vectors of "
+                f"{self.encoder.dim}), more than max_response_floats="
+                f"{settings.max_response_floats}; send fewer or shorter inputs, or pool them"
             )
         for token_ids in ids:
             self.metrics.input_tokens.labels(spec.mode).observe(len(token_ids))
-        key = BatchKey(spec, pooling or self.encoder.default_pooling, normalize)
-        return Prepared(ids, key, tokenization_s)
+        key = BatchKey(spec, pooling, options.normalize)
+        return Prepared(ids, costs, key, tokenization_s, chunks)
 
     async def run(
         self, prepared: Prepared, disconnected: Callable[[], Awaitable[object]]
@@ -115,35 +252,54 @@ class EncodeService:
         Raises QueueFull / NotReady from the batcher, ClientDisconnected, or a batch's error.
         """
         submitted = time.perf_counter()
-        futures = self.batcher.submit(prepared.ids, prepared.key)
+        futures = self.batcher.submit(prepared.ids, prepared.key, prepared.costs)
         results = await gather_or_cancel(futures, disconnected)
         batches = {result.batch_id: result for result in results}
         inference_s = sum(item.finished_at - item.started_at for item in batches.values())
         last = max(item.finished_at for item in batches.values())
         queue_s = max(0.0, last - submitted - inference_s)
-        return EncodeResult([result.embedding for result in results], queue_s, inference_s)
+        embeddings = [result.embedding for result in results]
+        plan = prepared.chunks
+        if plan is None:
+            return EncodeResult(embeddings, queue_s, inference_s)
+        pooled = [
+            pool_spans(vectors, spans, plan.normalize)
+            for vectors, spans in zip(embeddings, plan.tokens, strict=True)
+        ]
+        if plan.chars is None:  # late chunking: the inputs were the chunks
+            return EncodeResult(pooled[0], queue_s, inference_s)
+        chunks = [
+            [
+                Chunk(vector, token_span, char_span)
+                for vector, token_span, char_span in zip(vectors, token_spans, chars, strict=True)
+            ]
+            for vectors, token_spans, chars in zip(pooled, plan.tokens, plan.chars, strict=True)
+        ]
+        flat = [vector for vectors in pooled for vector in vectors]
+        return EncodeResult(flat, queue_s, inference_s, chunks)
 
     async def warmup(self) -> None:
         """Forward passes per mode of the table, longer than the native position table, so that
         every kernel and the position extension are loaded (and compiled, where a kernel is):
         one input alone, then a padded batch of two long inputs and a short one."""
-        native = self.encoder.max_position_embeddings
-        texts = [" ".join(["warm"] * (native + extra)) for extra in (64, 32)] + ["warm up"]
+        # Past a learned position table (512 rows for BERT) so its extension runs too; rotary
+        # models need none, so their warm-up stays short whatever their trained length.
+        length = min(self.encoder.max_position_embeddings, 1024)
+        texts = [" ".join(["warm"] * (length + extra)) for extra in (64, 32)] + ["warm up"]
         long_ids, shorter_ids, short_ids = self.encoder.tokenize(texts)
         for mode in MODES.values():
-            params = {param.name: _warmup_value(param.minimum, param.even) for param in mode.params}
-            spec = AttentionSpec(mode.name, **params)
+            spec = AttentionSpec(mode.name, **{param.name: param.example for param in mode.params})
             started = time.perf_counter()
             for batch in ([long_ids], [long_ids, shorter_ids, short_ids]):
                 await self.batcher.run_in_worker(
-                    self.encoder.encode_ids, batch, spec, self.encoder.default_pooling, True
+                    self.encoder.encode_batch, batch, spec, self.encoder.default_pooling, True
                 )
             logger.info("warm-up %s: %.2f s", spec, time.perf_counter() - started)
 
 
-def _warmup_value(minimum: int, even: bool) -> int:
-    value = max(minimum, 64)
-    return value + (value % 2 if even else 0)
+def _token_vectors(options: Options) -> Options:
+    """The forward pass of late pooling: raw token vectors, normalized after pooling."""
+    return dataclasses.replace(options, pooling="none", normalize=False)
 
 
 async def gather_or_cancel(

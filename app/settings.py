@@ -45,7 +45,23 @@ class Settings(BaseSettings):
         description="longest input for dense and topk, which score every token pair (O(n²))",
     )
     max_batch_tokens: int = Field(
-        16384, ge=1, description="padded tokens (inputs × longest input) per batch"
+        16384, ge=1, description="padded tokens (inputs × longest input) per forward pass"
+    )
+    max_batch_cost: int = Field(
+        1 << 24,
+        ge=1,
+        description="attention token pairs per forward pass; an input costing more runs alone",
+    )
+    max_request_cost: int = Field(
+        1 << 27,
+        ge=1,
+        description="attention token pairs of all inputs of one request together; beyond: 422",
+    )
+    short_input_cost: int = Field(
+        1 << 18,
+        ge=0,
+        description="inputs costing at most this many token pairs take the short lane, which "
+        "takes turns with long inputs so short requests keep moving",
     )
     max_batch_size: int = Field(32, ge=1, description="inputs per forward pass")
     batch_wait_ms: float = Field(
@@ -54,8 +70,28 @@ class Settings(BaseSettings):
     queue_size: int = Field(1024, ge=1, description="inputs waiting at most; beyond: 429")
     max_inputs_per_request: int = Field(256, ge=1, description="inputs in one request")
     max_payload_bytes: int = Field(2_000_000, ge=1, description="request body size; beyond: 413")
+    max_response_floats: int = Field(
+        1 << 24,
+        ge=1,
+        description="floats one response may hold (token vectors and chunk lists add up); "
+        "beyond: 422",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="time a client has to send its whole request body; beyond: 408"
+    )
     api_key: SecretStr | None = Field(
-        None, description="if set, inference routes need 'Authorization: Bearer <key>'"
+        None, description="if set, every route but /health needs 'Authorization: Bearer <key>'"
+    )
+    public_routes: frozenset[Literal["/info", "/metrics", "/docs", "/openapi.json"]] = Field(
+        frozenset(),
+        description='routes that stay open with an API key set, e.g. ["/metrics"]',
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="if set, /metrics is also served without a key on this port (keep it on "
+        "the internal network)",
     )
     drain_timeout_s: float = Field(
         120.0, gt=0, description="on SIGTERM, how long accepted requests may take to finish"

@@ -1,4 +1,7 @@
-"""The encoder: a Hugging Face BERT-family folder -> embeddings, attention via sparse_core.
+"""The encoder: a Hugging Face folder -> embeddings, attention via sparse_core, per layer.
+
+Architectures (models/arch/, one module each): BERT, RoBERTa, XLM-R, ModernBERT, NomicBert,
+Alibaba GTE (`new`), jina-embeddings-v3 without its adapters.
 
 from models import load_encoder
 enc = load_encoder()                      # bundled all-MiniLM-L6-v2

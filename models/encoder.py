@@ -6,10 +6,11 @@ from pathlib import Path
 
 import torch
 
+from models.arch import read_config
 from models.batching import group_by_length, pad
-from models.config import EncoderConfig
 from models.modules import Transformer
-from models.pooling import check_pooling, pool, read_sentence_config
+from models.pooling import check_pooling, pool
+from models.sentence import SentenceConfig, read_sentence_config
 from models.tokenizer import TextTokenizer
 from models.weights import load_weights
 from sparse_core import AttentionSpec
@@ -29,16 +30,21 @@ DEFAULT_DTYPES = {"cpu": torch.float32, "cuda": torch.float16}
 
 
 class Encoder:
-    """A loaded encoder: tokenizer, Transformer and pooling defaults, on one device and dtype."""
+    """A loaded encoder: tokenizer, Transformer, pooling defaults and prompts, on one device and
+    dtype.
+
+    max_position_embeddings is the model's trained length (the learned table's rows, or the
+    length a rotary model was trained on); native_layer_patterns its per-layer attention.
+    """
 
     def __init__(
         self,
         model: Transformer,
         tokenizer: TextTokenizer,
         name: str,
-        default_pooling: str,
-        default_normalize: bool,
+        sentence: SentenceConfig | None = None,
     ) -> None:
+        sentence = sentence or SentenceConfig()
         self.model = model
         self.tokenizer = tokenizer
         self.config = model.config
@@ -48,16 +54,65 @@ class Encoder:
         weight = model.embeddings.tokens.weight
         self.device: torch.device = weight.device
         self.dtype: torch.dtype = weight.dtype
-        self.default_pooling = default_pooling
-        self.default_normalize = default_normalize
+        self.default_pooling = sentence.pooling
+        self.default_normalize = sentence.normalize
+        self.prompts: dict[str, str] = dict(sentence.prompts)
+        self.default_prompt_name = sentence.default_prompt_name
         self.max_group_tokens = MAX_GROUP_TOKENS
+
+    @property
+    def trained_length(self) -> int:
+        """Tokens the model was trained on; beyond it learned positions are extended."""
+        return self.config.max_positions
+
+    @property
+    def position_embedding(self) -> str:
+        """ "learned" (a position table, extended past its length) or "rotary" (RoPE)."""
+        return self.config.positions
+
+    @property
+    def native_layer_patterns(self) -> list[dict]:
+        """Each layer's attention as trained, e.g. [{"mode": "dense"}, {"mode":
+        "sliding_window", "window": 128}, ...]; `dense` requests run exactly these."""
+        return [spec.to_dict() for spec in self.model.native]
+
+    def layer_specs(self, attention: AttentionSpec) -> list[AttentionSpec]:
+        """The spec each layer runs for a requested one (local layers keep their window unless
+        the request is narrower; see models.patterns)."""
+        return self.model.layer_specs(attention)
 
     def __repr__(self) -> str:
         return f"Encoder({self.name!r}, dim={self.dim}, device={self.device}, dtype={self.dtype})"
 
-    def tokenize(self, texts: list[str], max_tokens: int | None = None) -> list[list[int]]:
-        """Token ids per text, special tokens included; cut to max_tokens (keeping [SEP]) if set."""
-        return self.tokenizer(texts, max_tokens)
+    def tokenize(
+        self,
+        texts: list[str],
+        max_tokens: int | None = None,
+        prompt_name: str | None = None,
+        direction: str = "right",
+    ) -> list[list[int]]:
+        """Token ids per text, special tokens included; cut to max_tokens if set, keeping the
+        special tokens, dropping the text's end (direction "right") or beginning ("left").
+
+        prompt_name: one of `prompts`, whose text is prepended to every input as
+        sentence-transformers does; None applies the folder's default_prompt_name, if any.
+        Raises ValueError naming the allowed prompts for an unknown name.
+        """
+        prompt = self.prompt(prompt_name)
+        if prompt:
+            texts = [prompt + text for text in texts]
+        return self.tokenizer(texts, max_tokens, direction)
+
+    def prompt(self, prompt_name: str | None) -> str:
+        """The text of a named prompt ("" for none); None means the default prompt."""
+        if prompt_name is None:
+            prompt_name = self.default_prompt_name
+            if prompt_name is None:
+                return ""
+        if prompt_name not in self.prompts:
+            allowed = ", ".join(self.prompts) or "none (this model has no prompts)"
+            raise ValueError(f"unknown prompt_name {prompt_name!r}; allowed: {allowed}")
+        return self.prompts[prompt_name]
 
     def encode_ids(
         self,
@@ -68,26 +123,37 @@ class Encoder:
     ) -> list[torch.Tensor]:
         """Embed already-tokenized inputs; one CPU float32 tensor per input, in input order.
 
-        pooling "mean"/"cls" gives (dim,) per input, "none" gives (tokens, dim). Inputs are run
-        longest first in groups of similar length; padding reaches the kernels as `lengths`.
+        pooling "mean"/"cls"/"last" gives (dim,) per input, "none" gives (tokens, dim). Inputs
+        are run longest first in groups of similar length; padding reaches the kernels as
+        `lengths`.
         """
+        sizes = [len(ids) for ids in batch]
+        results: list[torch.Tensor] = [torch.empty(0)] * len(batch)
+        for group in group_by_length(sizes, self.max_group_tokens):
+            vectors = self.encode_batch([batch[i] for i in group], attention, pooling, normalize)
+            for index, vector in zip(group, vectors, strict=True):
+                results[index] = vector
+        return results
+
+    def encode_batch(
+        self,
+        batch: list[list[int]],
+        attention: AttentionSpec,
+        pooling: str = "mean",
+        normalize: bool = True,
+    ) -> list[torch.Tensor]:
+        """One padded forward pass over exactly `batch`, as planned by the caller (the service's
+        batcher): one CPU float32 tensor per input, in input order, shaped as in `encode_ids`."""
         check_pooling(pooling)
         self.check_ids(batch)
-        sizes = [len(ids) for ids in batch]
-        pooled: list[tuple[list[int], torch.Tensor]] = []
         with torch.inference_mode():
-            for group in group_by_length(sizes, self.max_group_tokens):
-                inputs = [batch[i] for i in group]
-                pooled.append((group, self.forward_group(inputs, attention, pooling, normalize)))
-        results: list[torch.Tensor] = [torch.empty(0)] * len(batch)
-        for group, vectors in pooled:
-            # One device-to-host copy per group, made outside inference mode, so callers get
-            # ordinary tensors they may change in place.
-            host = vectors.to("cpu", copy=True)
-            rows = host.split([sizes[i] for i in group]) if pooling == "none" else host.unbind(0)
-            for index, row in zip(group, rows, strict=True):
-                results[index] = row
-        return results
+            vectors = self.forward_group(batch, attention, pooling, normalize)
+        # One device-to-host copy, made outside inference mode, so callers get ordinary tensors
+        # they may change in place.
+        host = vectors.to("cpu", copy=True)
+        if pooling == "none":
+            return list(host.split([len(ids) for ids in batch]))
+        return list(host.unbind(0))
 
     def forward_group(
         self, batch: list[list[int]], attention: AttentionSpec, pooling: str, normalize: bool
@@ -105,11 +171,13 @@ class Encoder:
         attention: AttentionSpec | None = None,
         pooling: str | None = None,
         normalize: bool = True,
+        prompt_name: str | None = None,
     ) -> torch.Tensor:
         """Embed whole texts (nothing cut): (n, dim) float32 on CPU.
 
-        attention None means dense; pooling None means the folder's default ("mean" or "cls");
-        pooling "none" is refused here (one vector per text), use encode_ids for it.
+        attention None means dense (the model as trained); pooling None means the folder's
+        default; pooling "none" is refused here (one vector per text), use encode_ids for it.
+        prompt_name as in `tokenize`.
         """
         pooling = self.default_pooling if pooling is None else check_pooling(pooling)
         if pooling == "none":
@@ -119,7 +187,8 @@ class Encoder:
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return torch.empty(0, self.dim)
-        vectors = self.encode_ids(self.tokenize(texts), attention or DENSE, pooling, normalize)
+        ids = self.tokenize(texts, prompt_name=prompt_name)
+        vectors = self.encode_ids(ids, attention or DENSE, pooling, normalize)
         return torch.stack(vectors)
 
     def check_ids(self, batch: list[list[int]]) -> None:
@@ -167,11 +236,12 @@ def load_encoder(
     dtype: str | torch.dtype | None = None,
     position_extension: str = "copy",
 ) -> Encoder:
-    """Load a Hugging Face BERT-family folder (config.json, model.safetensors or pytorch_model.bin,
-    tokenizer.json, optional sentence-transformers files); path None is the bundled
-    all-MiniLM-L6-v2. device "auto" is CUDA when available; dtype None is float32 on CPU and
-    float16 on CUDA. position_extension ("copy" or "interpolate") reads the position table beyond
-    its learned length (see models.positions).
+    """Load a Hugging Face folder (config.json; model.safetensors, sharded safetensors or
+    pytorch_model.bin; tokenizer.json; optional sentence-transformers files) of any architecture
+    in models.arch; path None is the bundled all-MiniLM-L6-v2. device "auto" is CUDA when
+    available; dtype None is float32 on CPU and float16 on CUDA. position_extension ("copy" or
+    "interpolate") reads a learned position table beyond its length (see models.positions);
+    rotary models need none and ignore it.
 
     Raises ValueError (bad argument or config), FileNotFoundError, CheckpointError (weights).
     """
@@ -179,11 +249,12 @@ def load_encoder(
     name = DEFAULT_MODEL_NAME if path is None else folder.resolve().name
     target_device = resolve_device(device)
     target_dtype = resolve_dtype(dtype, target_device)
-    config = EncoderConfig.from_file(folder / "config.json")
-    default_pooling, default_normalize = read_sentence_config(folder)
+    config, architecture = read_config(folder / "config.json")
+    sentence = read_sentence_config(folder)
     tokenizer = TextTokenizer(folder / "tokenizer.json")
     with torch.device("meta"):
         model = Transformer(config, position_extension)
-    load_weights(model, folder, target_dtype)
+    load_weights(model, folder, target_dtype, architecture)
+    model.reset_buffers()
     model = model.to(target_device).eval()
-    return Encoder(model, tokenizer, name, default_pooling, default_normalize)
+    return Encoder(model, tokenizer, name, sentence)

@@ -1,28 +1,33 @@
-"""A BERT-family encoder (post-LayerNorm) whose attention is delegated to `sparse_core.attend`."""
+"""The encoder network, wired from an EncoderConfig: embeddings, layers, optional final norm.
+
+Attention is delegated to `sparse_core.attend`, with one spec per layer (models.patterns).
+Hidden states travel as packed token rows (models.rows.TokenRows).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from models.attention import SelfAttention
 from models.config import EncoderConfig
+from models.feed_forward import FEED_FORWARDS
+from models.patterns import layer_specs, native_patterns
 from models.positions import POSITION_EXTENSIONS
-from sparse_core import AttentionSpec, attend
+from models.rotary import Rotary
+from models.rows import TokenRows
+from sparse_core import AttentionSpec
 
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "gelu": F.gelu,
-    "gelu_new": partial(F.gelu, approximate="tanh"),
-    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-}
+__all__ = ["Embeddings", "EncoderLayer", "TokenRows", "Transformer"]
+
+
+def layer_norm(config: EncoderConfig) -> nn.LayerNorm:
+    return nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps, bias=config.norm_bias)
 
 
 class Embeddings(nn.Module):
+    """Token (+ learned position) (+ token type 0) embeddings, then a LayerNorm."""
+
     def __init__(self, config: EncoderConfig, position_extension: str) -> None:
         super().__init__()
         if position_extension not in POSITION_EXTENSIONS:
@@ -31,102 +36,54 @@ class Embeddings(nn.Module):
                 f"allowed: {', '.join(POSITION_EXTENSIONS)}"
             )
         self.tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.positions = POSITION_EXTENSIONS[position_extension](config)
-        self.token_types = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.positions = (
+            POSITION_EXTENSIONS[position_extension](config)
+            if config.positions == "learned"
+            else None  # rotary models rotate q and k instead
+        )
+        self.token_types = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size)
+            if config.type_vocab_size
+            else None
+        )
+        self.norm = layer_norm(config)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """ids: (B, n) -> (B, n, hidden). Every token is segment 0 (one text per input)."""
-        hidden = self.tokens(ids) + self.token_types.weight[0]  # (B, n, hidden)
-        hidden = hidden + self.positions(ids.shape[1], lengths)
+        hidden = self.tokens(ids)  # (B, n, hidden)
+        if self.token_types is not None:
+            hidden = hidden + self.token_types.weight[0]
+        if self.positions is not None:
+            hidden = hidden + self.positions(ids.shape[1], lengths)
         return self.norm(hidden)
 
 
-class TokenRows:
-    """Where each real token's row sits in the padded (B, n) grid the attention kernels take.
-
-    Projections, the FFN and LayerNorms act on each token alone, so the layers keep hidden states
-    as packed rows, (T, hidden) for the T real tokens, and never spend work on padding (a quarter
-    of the rows in a typical batch of short texts). Only attention sees the padded grid.
-    """
-
-    def __init__(self, batch: int, n: int, lengths: torch.Tensor | None) -> None:
-        self.batch, self.n = batch, n
-        self.lengths = lengths  # (B,) real tokens per row; None when no row is padded
-        self.index: torch.Tensor | None = None  # (T,) flat grid positions of real tokens
-        if lengths is not None:
-            positions = torch.arange(n, device=lengths.device)
-            real = positions[None, :] < lengths[:, None]  # (B, n)
-            self.index = real.flatten().nonzero().squeeze(1)
-
-    def pack(self, grid: torch.Tensor) -> torch.Tensor:
-        """(B, n, ...) -> (T, ...): the real tokens' rows, input by input."""
-        flat = grid.reshape(self.batch * self.n, *grid.shape[2:])  # (B·n, ...)
-        return flat if self.index is None else flat.index_select(0, self.index)
-
-    def unpack(self, rows: torch.Tensor) -> torch.Tensor:
-        """(T, ...) -> (B, n, ...), with zeros at padded positions."""
-        if self.index is not None:
-            grid = rows.new_zeros(self.batch * self.n, *rows.shape[1:])  # (B·n, ...)
-            rows = grid.index_copy_(0, self.index, rows)
-        return rows.view(self.batch, self.n, *rows.shape[1:])
-
-
-class SelfAttention(nn.Module):
-    def __init__(self, config: EncoderConfig) -> None:
-        super().__init__()
-        hidden = config.hidden_size
-        self.heads = config.num_attention_heads
-        self.head_dim = config.head_dim
-        self.query = nn.Linear(hidden, hidden)
-        self.key = nn.Linear(hidden, hidden)
-        self.value = nn.Linear(hidden, hidden)
-        self.output = nn.Linear(hidden, hidden)
-
-    def forward(
-        self,
-        hidden: torch.Tensor,
-        spec: AttentionSpec,
-        rows: TokenRows,
-    ) -> torch.Tensor:
-        """hidden: (T, hidden) packed rows -> (T, hidden)."""
-
-        def heads(projected: torch.Tensor) -> torch.Tensor:
-            grid = rows.unpack(projected.view(-1, self.heads, self.head_dim))  # (B, n, H, D)
-            return grid.transpose(1, 2)  # (B, H, n, D)
-
-        q, k, v = heads(self.query(hidden)), heads(self.key(hidden)), heads(self.value(hidden))
-        out = attend(q, k, v, spec, rows.lengths)  # (B, H, n, D)
-        # Padded query rows may hold anything, NaN included; pack drops them.
-        out = rows.pack(out.transpose(1, 2))  # (T, H, D)
-        return self.output(out.flatten(1))  # (T, hidden)
-
-
 class EncoderLayer(nn.Module):
-    def __init__(self, config: EncoderConfig) -> None:
+    """Attention and feed-forward, each with a residual and a LayerNorm placed after (BERT,
+    "post") or before (ModernBERT, "pre") it."""
+
+    def __init__(self, config: EncoderConfig, index: int) -> None:
         super().__init__()
-        hidden, eps = config.hidden_size, config.layer_norm_eps
+        self.pre_norm = config.norm_placement == "pre"
         self.attention = SelfAttention(config)
-        self.attention_norm = nn.LayerNorm(hidden, eps=eps)
-        self.ffn_up = nn.Linear(hidden, config.intermediate_size)
-        self.ffn_down = nn.Linear(config.intermediate_size, hidden)
-        self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
-        if config.hidden_act not in ACTIVATIONS:
-            raise ValueError(
-                f"hidden_act {config.hidden_act!r} is not supported; "
-                f"allowed: {', '.join(ACTIVATIONS)}"
-            )
-        self.activation = ACTIVATIONS[config.hidden_act]
+        has_norm = not self.pre_norm or index > 0 or config.first_attention_norm
+        self.attention_norm = layer_norm(config) if has_norm else nn.Identity()
+        self.ffn = FEED_FORWARDS[config.feed_forward](config)
+        self.ffn_norm = layer_norm(config)
 
     def forward(
         self,
         hidden: torch.Tensor,
         spec: AttentionSpec,
         rows: TokenRows,
+        rotary: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """hidden: (T, hidden) packed rows -> (T, hidden)."""
-        hidden = self.attention_norm(hidden + self.attention(hidden, spec, rows))
-        return self.ffn_norm(hidden + self.ffn_down(self.activation(self.ffn_up(hidden))))
+        if self.pre_norm:
+            hidden = hidden + self.attention(self.attention_norm(hidden), spec, rows, rotary)
+            return hidden + self.ffn(self.ffn_norm(hidden))
+        hidden = self.attention_norm(hidden + self.attention(hidden, spec, rows, rotary))
+        return self.ffn_norm(hidden + self.ffn(hidden))
 
 
 class Transformer(nn.Module):
@@ -136,18 +93,50 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config, position_extension)
-        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            EncoderLayer(config, index) for index in range(config.num_hidden_layers)
+        )
+        self.final_norm = layer_norm(config) if config.final_norm else None
+        self.native = native_patterns(config.local_layers, config.local_window)
+        # One cos/sin table per distinct rotary base; each layer names the one it reads.
+        self.rotaries = nn.ModuleList()
+        self.rotary_of_layer: list[int | None] = [None] * config.num_hidden_layers
+        if config.positions == "rotary":
+            local_theta = config.local_rope_theta or config.rope_theta
+            thetas = [local_theta if local else config.rope_theta for local in config.local_layers]
+            distinct = sorted(set(thetas))
+            for theta in distinct:
+                self.rotaries.append(Rotary(theta, config.rotary_dim, config.rope_ntk_factor))
+            self.rotary_of_layer = [distinct.index(theta) for theta in thetas]
+
+    def reset_buffers(self) -> None:
+        """Compute the non-checkpoint buffers (rotary speeds) once the model is materialized."""
+        for rotary in self.rotaries:
+            rotary.reset()
+
+    def layer_specs(self, spec: AttentionSpec) -> list[AttentionSpec]:
+        """The spec each layer runs for a requested spec (see models.patterns)."""
+        return layer_specs(self.native, spec)
 
     def forward(
         self, ids: torch.Tensor, spec: AttentionSpec, lengths: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """ids: (B, n) int; lengths: (B,) valid tokens per row, None when no row is padded.
+        """ids: (B, n) int; spec: the requested pattern; lengths: (B,) valid tokens per row,
+        None when no row is padded.
 
         Returns (B, n, hidden), zero at padded positions.
         """
         batch, n = ids.shape
         rows = TokenRows(batch, n, lengths)
         hidden = rows.pack(self.embeddings(ids, lengths))  # (T, hidden)
-        for layer in self.layers:
-            hidden = layer(hidden, spec, rows)
+        tables: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if len(self.rotaries):
+            positions = rows.positions(ids.device)  # (T,)
+            tables = [rotary(positions) for rotary in self.rotaries]
+        for layer, layer_spec, table in zip(
+            self.layers, self.layer_specs(spec), self.rotary_of_layer, strict=True
+        ):
+            hidden = layer(hidden, layer_spec, rows, None if table is None else tables[table])
+        if self.final_norm is not None:
+            hidden = self.final_norm(hidden)
         return rows.unpack(hidden)  # (B, n, hidden)

@@ -1,23 +1,27 @@
-"""What the two inference routes share: running a request through the service, and the response
+"""What the inference routes share: running a request through the service, and the response
 with its timing headers (as text-embeddings-inference sends them)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import pydantic_core
+import torch
 from fastapi import Request, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
-from app.attention import AttentionChoice
+from app.errors import InvalidInput
 from app.middleware import MODE, RECEIVED_AT
-from app.service import EncodeResult, EncodeService, Prepared
+from app.schemas import Chunking
+from app.service import EncodeResult, EncodeService, Options, Prepared
 from sparse_core import AttentionSpec
 
-# Above this many floats, the JSON body is rendered off the event loop.
-_RENDER_OFF_LOOP_FLOATS = 100_000
+# Above this many floats, the JSON body is streamed, rendered piece by piece on a worker thread:
+# never several copies of a large response in memory, never a long render on the event loop.
+_STREAM_FLOATS = 100_000
+_STREAM_PIECE_BYTES = 1 << 20
 
 
 async def wait_for_disconnect(request: Request) -> None:
@@ -29,32 +33,39 @@ async def wait_for_disconnect(request: Request) -> None:
 async def run_inference(
     request: Request,
     service: EncodeService,
-    texts: list[str],
-    attention: AttentionChoice | None,
-    pooling: str | None,
-    normalize: bool,
-    truncate: bool,
+    inputs: list[str] | list[list[int]],
+    options: Options,
+    late_chunking: bool = False,
+    chunking: Chunking | None = None,
 ) -> tuple[Prepared, EncodeResult]:
-    if isinstance(attention, AttentionSpec):  # label refusals with the mode asked for
-        setattr(request.state, MODE, attention.mode)
-    prepared = await service.prepare(texts, attention, pooling, normalize, truncate)
+    """Prepare (tokenize and check) then run `inputs`: texts, or token-id lists."""
+    if isinstance(options.attention, AttentionSpec):  # label refusals with the mode asked for
+        setattr(request.state, MODE, options.attention.mode)
+    token_ids = isinstance(inputs[0], list)
+    if token_ids and (late_chunking or chunking is not None):
+        raise InvalidInput("late_chunking and chunking need texts, not token ids")
+    if token_ids:
+        prepared = service.prepare_ids(inputs, options)  # type: ignore[arg-type]
+    elif late_chunking:
+        prepared = await service.prepare_late_chunks(inputs, options)  # type: ignore[arg-type]
+    elif chunking is not None:
+        prepared = await service.prepare_chunks(
+            inputs,  # type: ignore[arg-type]
+            options,
+            chunking.tokens,
+            chunking.overlap,
+        )
+    else:
+        prepared = await service.prepare(inputs, options)  # type: ignore[arg-type]
     setattr(request.state, MODE, prepared.attention.mode)
     result = await service.run(prepared, lambda: wait_for_disconnect(request))
     return prepared, result
 
 
-async def json_response(
-    request: Request,
-    build_body: Callable[[], dict[str, Any]],
-    prepared: Prepared,
-    result: EncodeResult,
+def json_response(
+    request: Request, body: Any, prepared: Prepared, result: EncodeResult
 ) -> Response:
-    """Render `build_body()` as JSON (on a thread when large) with the time-split headers."""
-    floats = sum(embedding.numel() for embedding in result.embeddings)
-    if floats > _RENDER_OFF_LOOP_FLOATS:
-        content = await run_in_threadpool(lambda: pydantic_core.to_json(build_body()))
-    else:
-        content = pydantic_core.to_json(build_body())
+    """`body` (JSON values and tensors) as JSON with the time-split headers; streamed when large."""
     total_s = time.perf_counter() - getattr(request.state, RECEIVED_AT)
     headers = {
         "x-total-time": _ms(total_s),
@@ -64,7 +75,54 @@ async def json_response(
         "x-prompt-tokens": str(prepared.prompt_tokens),
         "x-attention-mode": prepared.attention.mode,
     }
-    return Response(content, media_type="application/json", headers=headers)
+    floats = sum(embedding.numel() for embedding in result.embeddings)
+    if floats <= _STREAM_FLOATS:
+        return Response(b"".join(render_json(body)), media_type="application/json", headers=headers)
+    return StreamingResponse(
+        in_pieces(render_json(body)), media_type="application/json", headers=headers
+    )
+
+
+def render_json(value: Any) -> Iterator[bytes]:
+    """JSON text of dicts, lists, tuples, tensors and plain values, one vector at a time."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() <= 1:
+            yield pydantic_core.to_json(value.tolist())
+        else:
+            yield from _sequence(value.unbind(0))
+    elif isinstance(value, dict):
+        yield b"{"
+        for index, (key, item) in enumerate(value.items()):
+            yield (b"," if index else b"") + pydantic_core.to_json(key) + b":"
+            yield from render_json(item)
+        yield b"}"
+    elif isinstance(value, (list, tuple)):
+        yield from _sequence(value)
+    else:
+        yield pydantic_core.to_json(value)
+
+
+def _sequence(items: Any) -> Iterator[bytes]:
+    yield b"["
+    for index, item in enumerate(items):
+        if index:
+            yield b","
+        yield from render_json(item)
+    yield b"]"
+
+
+def in_pieces(parts: Iterator[bytes]) -> Iterator[bytes]:
+    """Join small parts into pieces of about _STREAM_PIECE_BYTES (one worker hop each)."""
+    buffer: list[bytes] = []
+    size = 0
+    for part in parts:
+        buffer.append(part)
+        size += len(part)
+        if size >= _STREAM_PIECE_BYTES:
+            yield b"".join(buffer)
+            buffer, size = [], 0
+    if buffer:
+        yield b"".join(buffer)
 
 
 def _ms(seconds: float) -> str:

@@ -1,4 +1,8 @@
-"""POST /v1/embeddings: OpenAI's embeddings API, plus the `attention` extension."""
+"""The OpenAI embeddings API: POST /v1/embeddings (plus longenc's fields), GET /v1/models.
+
+Errors on these routes take OpenAI's shape (app.errors), so the official clients raise with
+the message.
+"""
 
 from __future__ import annotations
 
@@ -10,44 +14,65 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from app.deps import ServiceDep, check_api_key
 from app.errors import InvalidInput
-from app.routes.encode import ERRORS
+from app.routes.encode import ERRORS, options_of
 from app.routes.inference import json_response, run_inference
-from app.schemas import EmbeddingsRequest, EmbeddingsResponse
+from app.schemas import EmbeddingsRequest, EmbeddingsResponse, ModelList
 
 router = APIRouter(tags=["openai"], dependencies=[Depends(check_api_key)])
+CREATED = 0  # the served model has no creation date to report
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=ERRORS)
 async def embeddings(body: EmbeddingsRequest, request: Request, service: ServiceDep) -> Response:
-    """OpenAI-compatible embeddings; `dimensions` keeps the first d values and re-normalizes."""
+    """OpenAI-compatible embeddings; `dimensions` keeps the first d values and re-normalizes.
+    With `chunking`, `data` holds one entry per chunk, `index` naming its input."""
     dim = service.encoder.dim
     if body.dimensions is not None and body.dimensions > dim:
         raise InvalidInput(f"dimensions must be between 1 and {dim}, got {body.dimensions}")
-    texts = body.input if isinstance(body.input, list) else [body.input]
+    inputs: Any = body.input
+    if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)):
+        inputs = [inputs]  # one text, or one token-id list
     prepared, result = await run_inference(
-        request, service, texts, body.attention, None, True, body.truncate
+        request, service, inputs, options_of(body), body.late_chunking, body.chunking
     )
-
-    def build_body() -> dict[str, Any]:
+    if result.chunks is not None:
+        data = [
+            {
+                "object": "embedding",
+                "index": index,
+                "embedding": _format(chunk.embedding, body),
+                "tokens": chunk.tokens,
+                "chars": chunk.chars,
+            }
+            for index, chunks in enumerate(result.chunks)
+            for chunk in chunks
+        ]
+    else:
         data = [
             {"object": "embedding", "index": index, "embedding": _format(vector, body)}
             for index, vector in enumerate(result.embeddings)
         ]
-        usage = {"prompt_tokens": prepared.prompt_tokens, "total_tokens": prepared.prompt_tokens}
-        return {
-            "object": "list",
-            "data": data,
-            "model": service.encoder.name,
-            "usage": usage,
-            "attention": prepared.attention.to_dict(),
-        }
+    usage = {"prompt_tokens": prepared.prompt_tokens, "total_tokens": prepared.prompt_tokens}
+    response = {
+        "object": "list",
+        "data": data,
+        "model": service.encoder.name,
+        "usage": usage,
+        "attention": prepared.attention.to_dict(),
+    }
+    return json_response(request, response, prepared, result)
 
-    return await json_response(request, build_body, prepared, result)
+
+@router.get("/v1/models", response_model=ModelList)
+async def models(service: ServiceDep) -> ModelList:
+    """The one served model, as OpenAI's model list."""
+    card = {"id": service.encoder.name, "created": CREATED, "owned_by": "longenc"}
+    return ModelList(data=[card])
 
 
-def _format(vector: torch.Tensor, body: EmbeddingsRequest) -> list[float] | str:
+def _format(vector: torch.Tensor, body: EmbeddingsRequest) -> torch.Tensor | str:
     if body.dimensions is not None:
         vector = torch.nn.functional.normalize(vector[: body.dimensions], dim=0)
     if body.encoding_format == "base64":
         return base64.b64encode(vector.numpy().astype("<f4").tobytes()).decode("ascii")
-    return vector.tolist()
+    return vector

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from app.attention import AUTO, attention_to_dict
-from app.deps import LifecycleDep, MetricsDep, SettingsDep
+from app.deps import LifecycleDep, MetricsDep, SettingsDep, check_api_key
 from app.errors import NotReady
 from app.metrics import CONTENT_TYPE
 from app.schemas import HealthResponse, InfoResponse, ModeInfo
@@ -28,7 +28,7 @@ async def health(lifecycle: LifecycleDep) -> JSONResponse:
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
 
 
-@router.get("/info", response_model=InfoResponse)
+@router.get("/info", response_model=InfoResponse, dependencies=[Depends(check_api_key)])
 async def info(request: Request, settings: SettingsDep) -> InfoResponse:
     """Model, device, limits, the attention modes with their parameters, and the defaults."""
     encoder = getattr(request.app.state, "encoder", None)
@@ -36,15 +36,12 @@ async def info(request: Request, settings: SettingsDep) -> InfoResponse:
         raise NotReady("the model is still loading", retry_after_s=1)
     default = attention_to_dict(settings.default_attention)
     if settings.default_attention == AUTO:
-        default["dense_up_to_tokens"] = encoder.max_position_embeddings
+        default["dense_up_to_tokens"] = encoder.trained_length
         default["beyond"] = {"mode": "sliding_window", "window": settings.auto_window}
     modes = {
         mode.name: ModeInfo(
             description=mode.description,
-            params={
-                param.name: {"minimum": param.minimum, "even": param.even, "help": param.help}
-                for param in mode.params
-            },
+            params={param.name: param.json_schema() for param in mode.params},
         )
         for mode in MODES.values()
     }
@@ -53,12 +50,28 @@ async def info(request: Request, settings: SettingsDep) -> InfoResponse:
         "max_dense_tokens": settings.max_dense_tokens,
         "max_inputs_per_request": settings.max_inputs_per_request,
         "max_batch_tokens": settings.max_batch_tokens,
+        "max_batch_cost": settings.max_batch_cost,
+        "max_request_cost": settings.max_request_cost,
+        "short_input_cost": settings.short_input_cost,
         "max_batch_size": settings.max_batch_size,
         "batch_wait_ms": settings.batch_wait_ms,
         "queue_size": settings.queue_size,
         "max_payload_bytes": settings.max_payload_bytes,
     }
     return InfoResponse(
+        # the fields text-embeddings-inference's clients read
+        model_id=encoder.name,
+        model_dtype=str(encoder.dtype).removeprefix("torch."),
+        model_type={"embedding": {"pooling": encoder.default_pooling}},
+        max_input_length=settings.max_input_tokens,
+        max_batch_tokens=settings.max_batch_tokens,
+        max_batch_requests=settings.max_batch_size,
+        max_client_batch_size=settings.max_inputs_per_request,
+        max_concurrent_requests=settings.queue_size,
+        auto_truncate=False,
+        tokenization_workers=1,
+        version=request.app.version,
+        # longenc's own
         model=encoder.name,
         dimension=encoder.dim,
         max_position_embeddings=encoder.max_position_embeddings,
@@ -67,14 +80,17 @@ async def info(request: Request, settings: SettingsDep) -> InfoResponse:
         dtype=str(encoder.dtype).removeprefix("torch."),
         default_attention=default,
         default_pooling=encoder.default_pooling,
+        position_embedding=encoder.position_embedding,
+        trained_length=encoder.trained_length,
+        layer_patterns=encoder.native_layer_patterns,
+        prompts=sorted(encoder.prompts),
+        default_prompt_name=encoder.default_prompt_name,
         modes=modes,
         limits=limits,
     )
 
 
-@router.get("/metrics", response_class=Response)
-def metrics(request: Request, metrics: MetricsDep) -> Response:
+@router.get("/metrics", response_class=Response, dependencies=[Depends(check_api_key)])
+def metrics(metrics: MetricsDep) -> Response:
     """Prometheus text format."""
-    encoder = getattr(request.app.state, "encoder", None)
-    body = metrics.render(encoder.device if encoder is not None else None)
-    return Response(body, media_type=CONTENT_TYPE)
+    return Response(metrics.render(), media_type=CONTENT_TYPE)

@@ -7,6 +7,7 @@ check that each Future got its own input's result.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -29,7 +30,7 @@ class RecordingEncoder:
         self.batches: list[tuple[list[list[int]], AttentionSpec]] = []
         self.out_of_memory = out_of_memory or (lambda batch: False)
 
-    def encode_ids(self, batch, attention, pooling, normalize):
+    def encode_batch(self, batch, attention, pooling, normalize):
         self.batches.append((batch, attention))
         if self.out_of_memory(batch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (raised by the test)")
@@ -197,3 +198,105 @@ def test_close_finishes_queued_inputs_at_once_and_refuses_new_ones() -> None:
 
     outputs, encoder, _ = run(scenario, batch_wait_s=60.0)
     assert outputs == [expected([1]), expected([2])]
+
+
+def run_with_watchdog(scenario, timeout_s: float = 20.0, **overrides):
+    """`run` on a daemon thread: a batcher that blocks its event loop fails the test instead of
+    hanging the suite."""
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = run(scenario, **overrides)
+        except BaseException as error:  # reported below
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert not thread.is_alive(), f"the batcher's event loop was still blocked after {timeout_s} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def test_an_input_cancelled_in_the_batchers_own_loop_turn_never_blocks_the_loop() -> None:
+    # The oldest queued input is cancelled while the batcher is in the middle of a step, so its
+    # Future's drop callback is still pending when the batcher looks at the queue again. Before
+    # the fix the batcher took that input as the oldest, found nothing to run (it was done) and
+    # looped without ever awaiting: the callback never ran and the event loop was blocked.
+    async def scenario(batcher, encoder):
+        first = batcher.submit([[1]], DENSE)
+        stale = batcher.submit([[2]], DENSE)[0]
+        histogram = batcher.metrics.inference_duration
+
+        class CancelWhileObserving:
+            def labels(self, *values):
+                stale.cancel()  # synchronous, inside the batcher's step
+                return histogram.labels(*values)
+
+        batcher.metrics.inference_duration = CancelWhileObserving()
+        await asyncio.sleep(0)
+        done = await results(first)
+        batcher.metrics.inference_duration = histogram
+        later = await results(batcher.submit([[3]], BLOCK))
+        return done, later, batcher
+
+    (done, later, batcher), encoder, _ = run_with_watchdog(scenario, max_batch_size=1)
+    assert done[0].embedding.tolist() == expected([1])
+    assert later[0].embedding.tolist() == expected([3])
+    assert [batch for batch, _ in encoder.batches] == [[[1]], [[3]]]
+    assert batcher.queued == 0 and batcher.queue_count == 0
+
+
+def test_short_and_long_inputs_take_turns_so_neither_waits_for_the_other_lane() -> None:
+    # Three long inputs (cost 1000, each its own forward pass) queued before three short
+    # requests: the lanes alternate, so a short request waits for at most one long pass and the
+    # long request keeps moving under a stream of short ones.
+    async def scenario(batcher, encoder):
+        long = batcher.submit([[10], [11], [12]], DENSE, costs=[1000] * 3)
+        short = [batcher.submit([[index]], DENSE, costs=[1]) for index in (1, 2, 3)]
+        return await results(long + [future for request in short for future in request])
+
+    outputs, encoder, _ = run(scenario, short_input_cost=100, max_batch_cost=1000)
+    assert [batch for batch, _ in encoder.batches] == [
+        [[1], [2], [3]],  # the short lane goes first and batches its three requests
+        [[10]],
+        [[11]],
+        [[12]],
+    ]
+    assert all(not isinstance(outcome, BaseException) for outcome in outputs)
+
+
+def test_lanes_alternate_under_a_stream_of_short_requests() -> None:
+    async def scenario(batcher, encoder):
+        long = batcher.submit([[10], [11]], DENSE, costs=[1000] * 2)
+        short = [batcher.submit([[index]], DENSE, costs=[1]) for index in (1, 2, 3)]
+        return await results(long + [future for request in short for future in request])
+
+    _, encoder, _ = run(scenario, short_input_cost=100, max_batch_cost=1000, max_batch_size=1)
+    assert [batch[0][0] for batch, _ in encoder.batches] == [1, 10, 2, 11, 3]
+
+
+def test_max_batch_cost_bounds_the_token_pairs_of_one_forward_pass() -> None:
+    async def scenario(batcher, encoder):
+        return await results(batcher.submit([[1], [2], [3], [4]], DENSE, costs=[40, 40, 40, 90]))
+
+    _, encoder, _ = run(scenario, max_batch_cost=100)
+    assert [batch for batch, _ in encoder.batches] == [[[1], [2]], [[3]], [[4]]]
+
+
+def test_queues_of_distinct_batch_keys_are_released_once_empty() -> None:
+    # Every distinct attention parameter is its own batch key: none may leave a queue behind.
+    async def scenario(batcher, encoder):
+        futures = []
+        for size in range(1, 201):
+            key = BatchKey(AttentionSpec("block", block_size=size), "mean", True)
+            futures += batcher.submit([[size]], key)
+        futures[-1].cancel()
+        await results(futures[:-1])
+        await asyncio.sleep(0)
+        return batcher.queue_count, batcher.queued
+
+    (queue_count, queued), _, _ = run(scenario, queue_size=1000)
+    assert (queue_count, queued) == (0, 0)

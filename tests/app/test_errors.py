@@ -15,13 +15,14 @@ from app.errors import (
     OutOfMemory,
     PayloadTooLarge,
     QueueFull,
+    RequestTimeout,
     Unauthorized,
     error_response,
 )
 
 
-def request() -> Request:
-    return Request({"type": "http", "method": "POST", "path": "/encode", "headers": []})
+def request(path: str = "/encode") -> Request:
+    return Request({"type": "http", "method": "POST", "path": path, "headers": []})
 
 
 @pytest.mark.parametrize(
@@ -34,6 +35,8 @@ def request() -> Request:
         (OutOfMemory("too big"), 507, "out_of_memory"),
         (HTTPException(404, "Not Found"), 404, "not_found"),
         (PayloadTooLarge("big"), 413, "payload_too_large"),
+        (RequestTimeout("slow"), 408, "request_timeout"),
+        (HTTPException(400, "There was an error parsing the body"), 422, "validation"),
         (ValueError("a bug"), 500, "internal"),
     ],
 )
@@ -62,3 +65,31 @@ def test_validation_errors_read_as_one_message_per_field() -> None:
         "error": "attention: no mode; body is not valid JSON: Expecting",
         "error_type": "validation",
     }
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "error_class", "param"),
+    [
+        (InvalidInput("bad"), 422, "invalid_request_error", None),
+        (Unauthorized("who"), 401, "authentication_error", None),
+        (QueueFull("full", retry_after_s=1), 429, "rate_limit_error", None),
+        (ValueError("a bug"), 500, "server_error", None),
+        (
+            RequestValidationError(
+                [{"type": "missing", "loc": ("body", "input"), "msg": "Field required"}]
+            ),
+            422,
+            "invalid_request_error",
+            "input",
+        ),
+    ],
+)
+def test_openai_routes_answer_errors_in_openais_shape(error, status, error_class, param) -> None:
+    response = error_response(request("/v1/embeddings"), error)
+    body = json.loads(response.body)
+    assert response.status_code == status
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["type"] == error_class
+    assert body["error"]["param"] == param
+    assert body["error"]["message"]

@@ -30,14 +30,23 @@ def test_every_mode_parses_to_its_spec(fields: dict, spec: AttentionSpec) -> Non
     [
         ({"mode": "sparse"}, "unknown attention mode 'sparse'; allowed: dense, block"),
         ({"mode": "block"}, "mode 'block' needs 'block_size'"),
-        ({"mode": "sliding_window", "window": 3}, "'window' must be an integer >= 2 and even"),
-        ({"mode": "topk", "top_k": 0}, "'top_k' must be an integer >= 1"),
-        ({"mode": "topk", "top_k": "8"}, "'top_k' must be an integer >= 1"),
-        ({"mode": "topk", "top_k": True}, "'top_k' must be an integer >= 1"),
+        (
+            {"mode": "sliding_window", "window": 3},
+            "'window' must be an integer, 2 <= value <= 1048576, even",
+        ),
+        ({"mode": "topk", "top_k": 0}, "'top_k' must be an integer, 1 <= value <= 1048576"),
+        ({"mode": "topk", "top_k": "8"}, "'top_k' must be an integer, 1 <= value <= 1048576"),
+        ({"mode": "topk", "top_k": True}, "'top_k' must be an integer, 1 <= value <= 1048576"),
         ({"mode": "dense", "window": 8}, "mode 'dense' does not take window"),
         ({"window": 8}, "attention needs 'mode'"),
         ({"mode": "auto", "window": 8}, "mode 'auto' takes no parameters"),
         ([1, 2], "attention must be an object"),
+        # unhashable or absurd values: a 422 naming the field, never a TypeError (a 500)
+        ({"mode": []}, "unknown attention mode"),
+        ({"mode": {}}, "unknown attention mode"),
+        ({"mode": "sliding_window", "window": 2**63}, "value <= 1048576"),
+        ({"mode": "block", "block_size": 10**30}, "value <= 1048576"),
+        ({"mode": "topk", "top_k": [8]}, "'top_k' must be an integer"),
     ],
 )
 def test_invalid_attention_names_the_problem(attention: object, message: str) -> None:
@@ -69,6 +78,8 @@ def test_the_json_schema_lists_every_mode_of_the_table_with_its_parameters() -> 
         (["fine", ""], "input 1 is an empty string"),
         (5, "valid string"),
         ([1, 2], "valid string"),
+        ("\ud800", "input 0 holds a lone surrogate"),
+        (["fine", "a\udc80b"], "input 1 holds a lone surrogate"),
     ],
 )
 def test_inputs_must_be_non_empty_texts(inputs: object, message: str) -> None:

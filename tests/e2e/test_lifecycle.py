@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import API_KEY, sample, scrape, words
-from tests.e2e.server import Server
+from tests.e2e.server import Server, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -131,7 +131,8 @@ def test_sigterm_drains_every_accepted_request_then_exits_0(start_server) -> Non
     server = start_server(settings | {"LONGENC_DRAIN_TIMEOUT_S": "60"})
     texts = [words(300, 1000 * index) for index in range(8)]
     with httpx.Client(base_url=server.url, headers=AUTH, timeout=120) as client:
-        # Accepted before the signal: 8 requests, and one whose body has not fully arrived.
+        # Accepted before the signal: 8 requests. One whose body has not fully arrived is not
+        # accepted yet: it does not hold the drain, and is refused if its body ends after it.
         half_sent = RawRequest(server.port, {"inputs": "late body"}, send_whole_body=False)
         with ThreadPoolExecutor(len(texts)) as pool:
             accepted = [
@@ -139,7 +140,7 @@ def test_sigterm_drains_every_accepted_request_then_exits_0(start_server) -> Non
                 for text in texts
             ]
             wait_for(
-                lambda: sample(scrape(client), "longenc_requests_in_flight") == len(texts) + 1,
+                lambda: sample(scrape(client), "longenc_requests_in_flight") == len(texts),
                 "every request to arrive",
             )
             server.process.send_signal(signal.SIGTERM)
@@ -152,7 +153,7 @@ def test_sigterm_drains_every_accepted_request_then_exits_0(start_server) -> Non
             assert refused.json()["error_type"] == "unavailable"
 
             half_sent.finish_body()
-            assert half_sent.status() == 200
+            assert half_sent.status() == 503
             half_sent.close()
             for future in accepted:
                 response = future.result()
@@ -160,3 +161,41 @@ def test_sigterm_drains_every_accepted_request_then_exits_0(start_server) -> Non
                 assert len(response.json()["embeddings"]) == 1
     assert server.process.wait(timeout=60) == 0
     assert "drained" in server.log
+
+
+def test_a_stalled_body_times_out_with_408_and_never_holds_a_drain(start_server) -> None:
+    settings = {"LONGENC_API_KEY": API_KEY, "LONGENC_WARMUP": "false"}
+    server = start_server(
+        settings | {"LONGENC_BODY_TIMEOUT_S": "2", "LONGENC_DRAIN_TIMEOUT_S": "600"}
+    )
+    stalled = RawRequest(server.port, {"inputs": "never finished"}, send_whole_body=False)
+    assert stalled.status() == 408
+    stalled.close()
+    # Stalled uploads open when SIGTERM arrives: the server drains and exits without waiting
+    # for them (the drain timeout is 10 minutes; the body timeout ends them in 2 s anyway).
+    dripping = [
+        RawRequest(server.port, {"inputs": "dripping"}, send_whole_body=False) for _ in range(5)
+    ]
+    with httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as client:
+        assert client.post("/encode", json={"inputs": "served"}).status_code == 200
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0
+    for connection in dripping:
+        connection.close()
+    assert "Traceback" not in server.log
+
+
+def test_metrics_on_their_own_port_need_no_key_while_the_main_port_asks_for_it(
+    start_server,
+) -> None:
+    metrics_port = free_port()
+    settings = {"LONGENC_API_KEY": API_KEY, "LONGENC_WARMUP": "false"}
+    server = start_server(settings | {"LONGENC_METRICS_PORT": str(metrics_port)})
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        assert client.post("/encode", json={"inputs": "counted"}, headers=AUTH).status_code == 200
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/metrics", headers=AUTH).status_code == 200
+        assert client.get("/health").status_code == 200  # always open
+    with httpx.Client(base_url=f"http://127.0.0.1:{metrics_port}", timeout=30) as internal:
+        families = scrape(internal)  # no key
+    assert sample(families, "longenc_requests_total", mode="dense", status="200") == 1

@@ -13,7 +13,7 @@ DENSE = AttentionSpec("dense")
 
 
 def test_unknown_pooling_lists_the_allowed_ones(encoder: Encoder) -> None:
-    with pytest.raises(ValueError, match="allowed: mean, cls, none"):
+    with pytest.raises(ValueError, match="allowed: mean, cls, last, none"):
         encoder.encode_ids([[101, 102]], DENSE, pooling="max")
 
 

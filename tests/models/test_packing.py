@@ -39,7 +39,7 @@ def test_projections_and_ffn_see_only_real_tokens(encoder: Encoder, sizes: list[
     layer = encoder.model.layers[0]
     hooks = [
         module.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[0]))
-        for module in (layer.attention.query, layer.attention.output, layer.ffn_up)
+        for module in (layer.attention.qkv, layer.attention.output, layer.ffn.up)
     ]
     batch = [[101] + [2023] * (size - 2) + [102] for size in sizes]
     try:
