@@ -45,7 +45,22 @@ def parse_attention(value: Any) -> AttentionChoice:
             extra = ", ".join(sorted(set(value) - {"mode"}))
             raise ValueError(f"mode 'auto' takes no parameters, got {extra}")
         return AUTO
-    return AttentionSpec.from_dict(value)
+    return AttentionSpec.from_dict(_json_integers(value))
+
+
+def _json_integers(fields: dict[str, Any]) -> dict[str, Any]:
+    """JSON has one number type: 512.0 is the integer 512 to a JSON schema, so it is to an
+    integer parameter here too (sparse_core itself takes Python ints only)."""
+    mode = MODES.get(fields.get("mode")) if isinstance(fields.get("mode"), str) else None
+    if mode is None:
+        return fields
+    integers = {param.name for param in mode.params if param.kind is int}
+    return {
+        name: int(value)
+        if name in integers and isinstance(value, float) and value.is_integer()
+        else value
+        for name, value in fields.items()
+    }
 
 
 def attention_to_dict(choice: AttentionChoice) -> dict[str, Any]:
@@ -78,7 +93,14 @@ def attention_json_schema() -> dict[str, Any]:
     for mode in MODES.values():
         properties: dict[str, Any] = {"mode": {"const": mode.name}}
         for param in mode.params:
-            properties[param.name] = param.json_schema()
+            schema = param.json_schema()
+            if not param.required:  # null, like leaving it out, takes the default
+                schema = {
+                    "anyOf": [schema, {"type": "null"}],
+                    "default": schema.pop("default"),
+                    "description": schema.pop("description"),
+                }
+            properties[param.name] = schema
         alternatives.append(
             {
                 "title": mode.name,

@@ -197,7 +197,7 @@ class Batcher:
 
     async def _run(self) -> None:
         while True:
-            batch, wake_at = self.next_batch(time.perf_counter())
+            batch, wake_at = self._next_batch(time.perf_counter())
             if batch:
                 await self._execute(batch)
                 continue
@@ -209,7 +209,7 @@ class Batcher:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout)
 
-    def next_batch(self, now: float) -> tuple[list[_Item], float | None]:
+    def _next_batch(self, now: float) -> tuple[list[_Item], float | None]:
         """Take the batch to run now, if any: (items, None). Otherwise ([], when to look again),
         None meaning when something arrives. Synchronous, so it sees one consistent queue.
 

@@ -44,6 +44,11 @@ class RequestTimeout(ServiceError):
     error_type = "request_timeout"
 
 
+class NotFound(ServiceError):
+    status_code = 404
+    error_type = "not_found"
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
     error_type = "payload_too_large"
@@ -84,7 +89,7 @@ def _validation_message(error: RequestValidationError) -> str:
             reason = item.get("ctx", {}).get("error", "")
             parts.append(f"body is not valid JSON: {reason}".rstrip(": "))
             continue
-        location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+        location = ".".join(_field_path(item.get("loc", ())))
         message = str(item.get("msg", "invalid"))
         message = message.removeprefix("Value error, ")
         parts.append(f"{location}: {message}" if location else message)
@@ -140,10 +145,20 @@ def _first_field(error: Exception) -> str | None:
     if not isinstance(error, RequestValidationError):
         return None
     for item in error.errors():
-        location = [str(part) for part in item.get("loc", ()) if part != "body"]
+        location = _field_path(item.get("loc", ()))
         if location:
             return location[0]
     return None
+
+
+def _field_path(location: tuple) -> list[str]:
+    """A validation error's location as the client's field names and indices: without "body",
+    and without the names pydantic gives the branches of a union (`list[int]`, ...)."""
+    return [
+        str(part)
+        for part in location
+        if part != "body" and (isinstance(part, int) or str(part).isidentifier())
+    ]
 
 
 def install_error_handlers(app: FastAPI) -> None:

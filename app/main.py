@@ -15,6 +15,7 @@ from app.errors import install_error_handlers
 from app.lifecycle import Lifecycle
 from app.metrics import Metrics
 from app.middleware import AdmissionMiddleware, InternalErrorMiddleware
+from app.openapi import install_openapi
 from app.routes import docs, encode, openai, ops, tei
 from app.service import EncodeService
 from app.settings import Settings
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_timeout_s=settings.body_timeout_s,
     )
     install_error_handlers(app)
+    install_openapi(app)
     for router in (encode.router, openai.router, tei.router, ops.router, docs.router):
         app.include_router(router)
     return app

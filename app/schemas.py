@@ -10,6 +10,9 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
+    Strict,
+    StrictBool,
     WithJsonSchema,
     model_validator,
 )
@@ -40,21 +43,104 @@ def _check_texts(texts: str | list[str]) -> list[str]:
 
 
 _TEXT_SCHEMA = {"type": "string", "minLength": 1}
+# A list of inputs: app.openapi adds max_inputs_per_request as its maxItems.
+INPUTS = {"x-longenc": "inputs"}
 # The schema states what is accepted: a non-empty text, or a non-empty list of them.
 Texts = Annotated[
     str | list[str],
     AfterValidator(_check_texts),
     WithJsonSchema(
-        {"anyOf": [_TEXT_SCHEMA, {"type": "array", "items": _TEXT_SCHEMA, "minItems": 1}]}
+        {"anyOf": [_TEXT_SCHEMA, {"type": "array", "items": _TEXT_SCHEMA, "minItems": 1, **INPUTS}]}
     ),
 ]
 
 
-TokenIds = Annotated[
-    list[Annotated[int, Field(ge=0)]]
-    | list[Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]],
-    Field(min_length=1),
+def _json_int(value: object) -> object:
+    """JSON Schema counts 3.0 as an integer: so does the strict int schema this feeds."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def json_int(**bounds: int) -> Any:
+    """An integer as JSON Schema counts them (3 or 3.0; never true, "3" or 3.5), with bounds
+    that the published schema states."""
+    return Annotated[Annotated[int, Strict(), Field(**bounds)], BeforeValidator(_json_int)]
+
+
+# Rules that JSON Schema cannot state: they relate two fields, or count tokens rather than
+# characters. A request that breaks one is refused with a 422 whose message contains the phrase
+# listed; the OpenAPI description lists them, and the fuzz test accepts exactly these refusals of
+# requests that are otherwise valid per the schema.
+UNSCHEMATIZED_RULES = {
+    "send late_chunking or chunking, not both": "late_chunking and chunking exclude each other",
+    "pooling must be 'mean'": "late_chunking and chunking pool by mean",
+    "need texts, not token ids": "late_chunking and chunking need texts",
+    "overlap must be less than tokens": "chunking.overlap < chunking.tokens",
+    "must be at most 'block_size'": "fixed attention: summary <= block_size",
+    "more than max_input_tokens": "an input's tokens <= max_input_tokens (see /info)",
+    "exceeds max_dense_tokens": "dense/topk input tokens <= max_dense_tokens",
+    "more than max_request_cost": "a request's attention token pairs <= max_request_cost",
+    "more than max_response_floats": "a response's floats <= max_response_floats",
+}
+
+
+# A token id of the model's vocabulary; app.openapi adds the vocabulary's bound to the schema.
+TOKEN_ID = {"x-longenc": "token-id"}
+TOKEN_ID_SCHEMA = {"type": "integer", "minimum": 0, **TOKEN_ID}
+
+
+def _token_ids(value: object, what: str) -> list[int]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{what} must be a non-empty list of token ids")
+    ids = [_json_int(token) for token in value]
+    for token in ids:
+        if isinstance(token, bool) or not isinstance(token, int) or token < 0:
+            raise ValueError(f"{what} holds {token!r}; token ids are integers >= 0")
+    return ids
+
+
+def _parse_input(value: object) -> str | list[str] | list[int] | list[list[int]]:
+    """OpenAI's `input`: a text, texts, one token-id list or a list of them."""
+    if isinstance(value, str) or (
+        isinstance(value, list) and value and all(isinstance(item, str) for item in value)
+    ):
+        _check_texts(value)
+        return value
+    if isinstance(value, list) and value and all(isinstance(item, list) for item in value):
+        return [_token_ids(item, f"input {index}") for index, item in enumerate(value)]
+    if (
+        isinstance(value, list)
+        and value
+        and not any(isinstance(item, (str, list)) for item in value)
+    ):
+        return _token_ids(value, "input")
+    raise ValueError(
+        "input must be a non-empty text, a non-empty list of texts, a list of token ids or a "
+        "list of token-id lists"
+    )
+
+
+EmbeddingsInput = Annotated[
+    str | list[str] | list[int] | list[list[int]],
+    PlainValidator(_parse_input),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                _TEXT_SCHEMA,
+                {"type": "array", "items": _TEXT_SCHEMA, "minItems": 1, **INPUTS},
+                {"type": "array", "items": TOKEN_ID_SCHEMA, "minItems": 1},
+                {
+                    "type": "array",
+                    "items": {"type": "array", "items": TOKEN_ID_SCHEMA, "minItems": 1},
+                    "minItems": 1,
+                    **INPUTS,
+                },
+            ]
+        }
+    ),
 ]
+# The model's prompt names and its dimension, added to the schema by app.openapi.
+PROMPT_NAME = {"x-longenc": "prompt-name"}
+DIMENSIONS = {"x-longenc": "dimensions"}
 
 
 def _lower(value: object) -> object:
@@ -68,8 +154,10 @@ Direction = Annotated[Literal["right", "left"], BeforeValidator(_lower)]
 class Chunking(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tokens: int = Field(ge=1, le=1 << 20, description="tokens per chunk")
-    overlap: int = Field(0, ge=0, le=1 << 20, description="tokens consecutive chunks share")
+    tokens: json_int(ge=1, le=1 << 20) = Field(description="tokens per chunk")
+    overlap: json_int(ge=0, le=1 << 20) = Field(
+        0, description="tokens consecutive chunks share; less than tokens"
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> Chunking:
@@ -88,28 +176,38 @@ class InferenceFields(BaseModel):
     attention: Attention | None = Field(
         None, description="attention pattern; omitted: the server's default (see /info)"
     )
-    truncate: bool = Field(
+    truncate: StrictBool = Field(
         False, description="cut inputs longer than max_input_tokens instead of rejecting them"
     )
     truncation_direction: Direction = Field(
         "right", description="where truncate cuts: the text's end (right) or beginning (left)"
     )
     prompt_name: str | None = Field(
-        None, max_length=256, description="a prompt of the model's sentence-transformers config"
+        None,
+        description="a prompt of the model's sentence-transformers config",
+        json_schema_extra=PROMPT_NAME,
     )
-    late_chunking: bool = Field(
-        False,
-        description="the inputs are consecutive chunks of one document: encoded joined, in one "
-        "pass, one embedding per chunk from its own tokens",
-    )
+
+
+LATE_CHUNKING = Field(
+    False,
+    description="the inputs are consecutive chunks of one document: encoded joined, in one "
+    "pass, one embedding per chunk from its own tokens (pooling: mean)",
+)
+
+
+class ChunkingFields(InferenceFields):
+    """The inference fields plus both ways of embedding chunks late."""
+
+    late_chunking: StrictBool = LATE_CHUNKING
     chunking: Chunking | None = Field(
         None,
         description="split each input into chunks of this many tokens, embedded late from one "
-        "pass over the whole input",
+        "pass over the whole input (pooling: mean; not with late_chunking)",
     )
 
     @model_validator(mode="after")
-    def _one_way_to_chunk(self) -> InferenceFields:
+    def _one_way_to_chunk(self) -> ChunkingFields:
         if self.late_chunking and self.chunking is not None:
             raise ValueError("send late_chunking or chunking, not both")
         return self
@@ -120,7 +218,7 @@ class Usage(BaseModel):
     total_tokens: int
 
 
-class EncodeRequest(InferenceFields):
+class EncodeRequest(ChunkingFields):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -137,7 +235,7 @@ class EncodeRequest(InferenceFields):
     pooling: Pooling | None = Field(
         None, description="'mean', 'cls', or 'none' for token vectors; omitted: the model's"
     )
-    normalize: bool = Field(True, description="L2-normalize each vector")
+    normalize: StrictBool = Field(True, description="L2-normalize each vector")
 
 
 class ChunkEmbedding(BaseModel):
@@ -156,17 +254,19 @@ class EncodeResponse(BaseModel):
     usage: Usage
 
 
-class EmbeddingsRequest(InferenceFields):
+class EmbeddingsRequest(ChunkingFields):
     """OpenAI's embeddings request, plus longenc's fields."""
 
-    input: Texts | TokenIds = Field(
+    input: EmbeddingsInput = Field(
         description="text(s), or token ids of the model's vocabulary (one list, or a list of "
         "lists), used as they are"
     )
     model: str | None = Field(None, description="accepted for compatibility; the served model")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(
-        None, ge=1, description="keep the first dimensions, then re-normalize"
+    dimensions: json_int(ge=1) | None = Field(
+        None,
+        description="keep the first dimensions, then re-normalize",
+        json_schema_extra=DIMENSIONS,
     )
     user: str | None = None
 
@@ -245,3 +345,16 @@ class HealthResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str
     error_type: str
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str = Field(description="OpenAI's class of error, e.g. invalid_request_error")
+    param: str | None = Field(description="the request field at fault, when known")
+    code: str = Field(description="longenc's error_type")
+
+
+class OpenAIErrorResponse(BaseModel):
+    """Errors of the /v1/ routes, in the shape OpenAI's clients parse."""
+
+    error: OpenAIError

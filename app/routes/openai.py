@@ -16,13 +16,18 @@ from app.deps import ServiceDep, check_api_key
 from app.errors import InvalidInput
 from app.routes.encode import ERRORS, options_of
 from app.routes.inference import json_response, run_inference
-from app.schemas import EmbeddingsRequest, EmbeddingsResponse, ModelList
+from app.schemas import EmbeddingsRequest, EmbeddingsResponse, ModelList, OpenAIErrorResponse
 
 router = APIRouter(tags=["openai"], dependencies=[Depends(check_api_key)])
+# The same statuses as /encode's, in OpenAI's error shape.
+OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": OpenAIErrorResponse, "description": error["description"]}
+    for code, error in ERRORS.items()
+}
 CREATED = 0  # the served model has no creation date to report
 
 
-@router.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=ERRORS)
+@router.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=OPENAI_ERRORS)
 async def embeddings(body: EmbeddingsRequest, request: Request, service: ServiceDep) -> Response:
     """OpenAI-compatible embeddings; `dimensions` keeps the first d values and re-normalizes.
     With `chunking`, `data` holds one entry per chunk, `index` naming its input."""
@@ -63,7 +68,11 @@ async def embeddings(body: EmbeddingsRequest, request: Request, service: Service
     return json_response(request, response, prepared, result)
 
 
-@router.get("/v1/models", response_model=ModelList)
+@router.get(
+    "/v1/models",
+    response_model=ModelList,
+    responses={code: OPENAI_ERRORS[code] for code in (401, 503)},
+)
 async def models(service: ServiceDep) -> ModelList:
     """The one served model, as OpenAI's model list."""
     card = {"id": service.encoder.name, "created": CREATED, "owned_by": "longenc"}

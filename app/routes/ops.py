@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -9,7 +11,7 @@ from app.attention import AUTO, attention_to_dict
 from app.deps import LifecycleDep, MetricsDep, SettingsDep, check_api_key
 from app.errors import NotReady
 from app.metrics import CONTENT_TYPE
-from app.schemas import HealthResponse, InfoResponse, ModeInfo
+from app.schemas import ErrorResponse, HealthResponse, InfoResponse, ModeInfo
 from sparse_core import MODES
 
 router = APIRouter(tags=["operations"])
@@ -28,7 +30,19 @@ async def health(lifecycle: LifecycleDep) -> JSONResponse:
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
 
 
-@router.get("/info", response_model=InfoResponse, dependencies=[Depends(check_api_key)])
+# What the key-protected operational routes can answer besides 200.
+PROTECTED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "missing or wrong API key"},
+    503: {"model": ErrorResponse, "description": "the model is still loading"},
+}
+
+
+@router.get(
+    "/info",
+    response_model=InfoResponse,
+    dependencies=[Depends(check_api_key)],
+    responses=PROTECTED,
+)
 async def info(request: Request, settings: SettingsDep) -> InfoResponse:
     """Model, device, limits, the attention modes with their parameters, and the defaults."""
     encoder = getattr(request.app.state, "encoder", None)
@@ -90,7 +104,12 @@ async def info(request: Request, settings: SettingsDep) -> InfoResponse:
     )
 
 
-@router.get("/metrics", response_class=Response, dependencies=[Depends(check_api_key)])
+@router.get(
+    "/metrics",
+    response_class=Response,
+    dependencies=[Depends(check_api_key)],
+    responses={401: PROTECTED[401], 200: {"content": {"text/plain": {}}}},
+)
 def metrics(metrics: MetricsDep) -> Response:
     """Prometheus text format."""
     return Response(metrics.render(), media_type=CONTENT_TYPE)

@@ -8,45 +8,61 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from app.deps import ServiceDep, check_api_key
 from app.errors import InvalidInput
 from app.routes.encode import ERRORS, options_of
 from app.routes.inference import json_response, run_inference
-from app.schemas import InferenceFields, Texts
+from app.schemas import (
+    DIMENSIONS,
+    LATE_CHUNKING,
+    PROMPT_NAME,
+    TOKEN_ID,
+    InferenceFields,
+    Texts,
+    json_int,
+)
 
 router = APIRouter(tags=["text-embeddings-inference"], dependencies=[Depends(check_api_key)])
 
 
 class EmbedAllRequest(InferenceFields):
     """TEI's request (inputs, truncate, truncation_direction, prompt_name) plus longenc's
-    attention and late_chunking; chunk lists are /encode's (`chunking` is refused here)."""
+    attention; token vectors are not pooled, so no late chunking here."""
 
     inputs: Texts
 
 
 class EmbedRequest(EmbedAllRequest):
-    normalize: bool = True
-    dimensions: int | None = Field(None, ge=1, description="keep the first d values")
+    """TEI's request plus longenc's attention and late chunking (one vector per chunk; chunk
+    lists with spans are /encode's `chunking`)."""
+
+    late_chunking: StrictBool = LATE_CHUNKING
+    normalize: StrictBool = True
+    dimensions: json_int(ge=1) | None = Field(
+        None, description="keep the first d values", json_schema_extra=DIMENSIONS
+    )
 
 
 class TokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inputs: Texts
-    add_special_tokens: bool = True
-    prompt_name: str | None = Field(None, max_length=256)
+    add_special_tokens: StrictBool = True
+    prompt_name: str | None = Field(None, json_schema_extra=PROMPT_NAME)
 
 
-Ids = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+Ids = Annotated[
+    list[Annotated[json_int(ge=0), Field(json_schema_extra=TOKEN_ID)]], Field(min_length=1)
+]
 
 
 class DecodeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ids: Ids | Annotated[list[Ids], Field(min_length=1)]
-    skip_special_tokens: bool = True
+    skip_special_tokens: StrictBool = True
 
 
 class TokenOut(BaseModel):
@@ -61,21 +77,15 @@ def _texts(inputs: str | list[str]) -> list[str]:
     return inputs if isinstance(inputs, list) else [inputs]
 
 
-def _no_chunk_lists(body: InferenceFields) -> None:
-    if body.chunking is not None:
-        raise InvalidInput("chunking returns chunk lists: use POST /encode for it")
-
-
 @router.post("/embed", response_model=list[list[float]], responses=ERRORS)
 async def embed(body: EmbedRequest, request: Request, service: ServiceDep) -> Response:
     """One vector per input (per chunk with late_chunking), as a bare list."""
-    _no_chunk_lists(body)
     dim = service.encoder.dim
     if body.dimensions is not None and body.dimensions > dim:
         raise InvalidInput(f"dimensions must be between 1 and {dim}, got {body.dimensions}")
     options = options_of(body, None, body.normalize)
     prepared, result = await run_inference(
-        request, service, _texts(body.inputs), options, body.late_chunking
+        request, service, _texts(body.inputs), options, late_chunking=body.late_chunking
     )
     vectors: list[Any] = result.embeddings
     if body.dimensions is not None:
@@ -94,9 +104,6 @@ router.add_api_route(
 @router.post("/embed_all", response_model=list[list[list[float]]], responses=ERRORS)
 async def embed_all(body: EmbedAllRequest, request: Request, service: ServiceDep) -> Response:
     """Every input's token vectors (not normalized), as a bare list."""
-    _no_chunk_lists(body)
-    if body.late_chunking:
-        raise InvalidInput("late_chunking pools chunks: use /embed or /encode for it")
     options = options_of(body, "none", False)
     prepared, result = await run_inference(request, service, _texts(body.inputs), options)
     return json_response(request, result.embeddings, prepared, result)
