@@ -2,6 +2,8 @@
 
     python -m benchmarks.attention                      # the full run (2-core CPU: ~15-30 min)
     python -m benchmarks.attention --sizes 1024 2048 --reps 1 --output /tmp/attn   # a smoke run
+    python -m benchmarks.attention --sizes 1024 4096 16384 --dtypes float32 \
+        --suffix _engine                                 # a reduced run
 
 Writes benchmarks/results/attention_<device>.json and .png (device: "cpu" or the GPU's name).
 
@@ -17,9 +19,11 @@ Method
 - Time: the median of --reps further calls (the memory call is the warm-up), stopping early after
   --case-seconds; the JSON keeps every rep. CUDA calls are synchronized.
 - Useful FLOPs = 4·D·(allowed (query, key) pairs)·B·H: n² for dense, Σ block² for block, the band
-  for sliding_window, n·k for topk. Efficiency = useful FLOP/s ÷ dense SDPA's FLOP/s at the same n
-  and dtype in the same run; speed-up = dense time ÷ mode time. Dense above --dense-max-n is not
-  run; then speed-up and efficiency are null ("not measured"), never extrapolated.
+  for sliding_window, n·k for topk, each rule's own count for the block-listed modes (see
+  `useful_pairs`; routing at its (1 + r)·b keys per query), n² for threshold (it scores every
+  pair), n·m for performer and nystrom. Efficiency = useful FLOP/s ÷ dense SDPA's FLOP/s at the
+  same n and dtype in the same run; speed-up = dense time ÷ mode time. Dense above --dense-max-n
+  is not run; then speed-up and efficiency are null ("not measured"), never extrapolated.
 - Tile waste (sliding_window, CPU): 1 - allowed pairs ÷ pairs the kernel computes, from the
   kernel's own tile plan.
 - Shared CPUs: case processes run with OMP_WAIT_POLICY=passive unless --omp-wait-policy says
@@ -56,12 +60,24 @@ SPECS = {
     "block": {"block_size": 256},
     "sliding_window": {"window": 512},
     "topk": {"top_k": 64},
+    "global_window": {"window": 512, "global_tokens": 1},
+    "dilated": {"window": 512, "dilation": 2},
+    "strided": {"stride": 256},
+    "fixed": {"block_size": 256, "summary": 16},
+    "bigbird": {"block_size": 64, "window_blocks": 3, "global_blocks": 2, "random_blocks": 3},
+    "routing": {"block_size": 64, "blocks": 4},
+    "threshold": {"threshold": 0.01},
+    "performer": {"features": 256},
+    "nystrom": {"landmarks": 64},
 }
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def useful_pairs(spec: AttentionSpec, n: int) -> int:
-    """Allowed (query, key) pairs of one head of one sequence of n tokens."""
+    """Allowed (query, key) pairs of one head of one sequence of n tokens: the work the rule
+    asks for, whatever a kernel computes. threshold scores every pair (n²); performer and
+    nystrom count n·m (their GEMMs cost a small multiple of 4·D·n·m FLOPs)."""
+    rows = torch.arange(n, dtype=torch.int64)
     if spec.mode == "block":
         size = min(spec.block_size, n)
         return (n // size) * size * size + (n % size) ** 2
@@ -69,7 +85,59 @@ def useful_pairs(spec: AttentionSpec, n: int) -> int:
         return allowed_pairs(n, spec.window // 2)
     if spec.mode == "topk":
         return n * min(spec.top_k, n)
+    if spec.mode == "global_window":
+        half, count = spec.window // 2, min(spec.global_tokens, n)
+        band = (rows + half).clamp(max=n - 1) - (rows - half).clamp(min=0) + 1
+        extra = (rows - half).clamp(min=0).clamp(max=count)  # global keys left of the band
+        per_row = torch.where(rows < count, n, band + extra)
+        return int(per_row.sum())
+    if spec.mode == "dilated":
+        half, step = spec.window // 2, spec.dilation
+        per_row = (rows // step).clamp(max=half) + ((n - 1 - rows) // step).clamp(max=half) + 1
+        return int(per_row.sum())
+    if spec.mode == "strided":
+        near = spec.stride - 1
+        band = rows.clamp(max=near) + (n - 1 - rows).clamp(max=near) + 1
+        far = rows // spec.stride + (n - 1 - rows) // spec.stride  # j = i ± m·l, m >= 1
+        return int((band + far).sum())
+    if spec.mode == "fixed":
+        size, count = spec.block_size, spec.summary
+        first = rows // size * size
+        own = (first + size).clamp(max=n) - first
+        summaries = (n // size) * count + max(0, n % size - (size - count))
+        in_own = ((first + size).clamp(max=n) - (first + size - count)).clamp(min=0)
+        return int((own + summaries - in_own).sum())
+    if spec.mode == "bigbird":
+        return bigbird_pairs(spec, n)
+    if spec.mode == "routing":
+        blocks = -(-n // spec.block_size)
+        return n * min(n, (1 + min(spec.blocks, blocks - 1)) * spec.block_size)
+    if spec.mode == "performer":
+        return n * spec.features
+    if spec.mode == "nystrom":
+        return n * min(n, spec.landmarks)
     return n * n
+
+
+def bigbird_pairs(spec: AttentionSpec, n: int) -> int:
+    """BigBird's allowed pairs from its block rule and R(t) (the real draw, O(nb·r))."""
+    from sparse_core.random_blocks import random_blocks
+
+    size = spec.block_size
+    blocks = -(-n // size)
+    reach, count = (spec.window_blocks - 1) // 2, spec.global_blocks
+    widths = torch.full((blocks,), size, dtype=torch.int64)
+    widths[-1] = n - (blocks - 1) * size
+    prefix = torch.nn.functional.pad(widths.cumsum(0), (1, 0))  # keys before block s
+    t = torch.arange(blocks)
+    low, high = (t - reach).clamp(min=0), (t + reach).clamp(max=blocks - 1)
+    band = prefix[high + 1] - prefix[low]
+    global_left = prefix[low.clamp(max=count)]  # global keys left of the band
+    keys = torch.where(t < count, n, band + global_left)
+    table = random_blocks(spec.seed, blocks, reach, count, spec.random_blocks, torch.device("cpu"))
+    drawn = torch.where(table >= 0, widths[table.clamp(min=0)], 0).sum(dim=-1)
+    keys = torch.where(t < count, keys, keys + drawn)
+    return int((keys * widths).sum())
 
 
 def tile_waste(spec: AttentionSpec, n: int) -> float | None:
@@ -287,6 +355,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--head-dim", type=int, default=32)
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(
+        "--suffix", default="", help="appended to the file names (attention_<device><suffix>)"
+    )
+    parser.add_argument(
         "--replot", type=Path, help="redraw the PNG of an existing results JSON and exit"
     )
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case as JSON
@@ -350,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
         "results": results,
     }
     args.output.mkdir(parents=True, exist_ok=True)
-    stem = args.output / f"attention_{name}"
+    stem = args.output / f"attention_{name}{args.suffix}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     plot_report(report, stem.with_suffix(".png"))
     print_table(results)

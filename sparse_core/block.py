@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from sparse_core.dense import dense_attention
 from sparse_core.mode import Mode, Param
+from sparse_core.patterns import Band
 from sparse_core.spec import AttentionSpec
 
 # SDPA batch rows per call: CUDA's flash and memory-efficient kernels put the batch and heads axes
@@ -72,18 +73,26 @@ def _block_key_mask(
     return per_block.reshape(batch, heads * blocks, 1, size)
 
 
-def block_reference_mask(
-    spec: AttentionSpec, scores: torch.Tensor, key_valid: torch.Tensor
-) -> torch.Tensor:
-    positions = torch.arange(scores.shape[-1], device=scores.device)
-    block_id = positions // spec.block_size
-    return block_id[:, None] == block_id[None, :]  # (n, n)
+def block_pattern(
+    spec: AttentionSpec, lengths: torch.Tensor, q: torch.Tensor, k: torch.Tensor
+) -> Band:
+    """i // b == j // b: a band of reach 0 over blocks of b tokens."""
+    return Band(spec.block_size, 0, q.device)
+
+
+def block_cost(spec: AttentionSpec, length: int) -> int:
+    """The kernel pads to whole blocks: ⌈L/b⌉·b² pairs, or L² when one block holds it all."""
+    size = spec.block_size
+    if size >= length:
+        return length * length
+    return -(-length // size) * size * size
 
 
 MODE = Mode(
     name="block",
-    params=(Param("block_size", minimum=1, help="tokens per block; blocks start at position 0"),),
+    params=(Param("block_size", help="tokens per block; blocks start at position 0"),),
     kernel=block_attention,
-    reference_mask=block_reference_mask,
+    cost=block_cost,
+    pattern=block_pattern,
     description="non-overlapping blocks of block_size tokens; O(n·block_size)",
 )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sparse_core.mode import Mode
+from sparse_core.mode import Mode, quadratic_cost
+from sparse_core.pattern import BlockLists, MaskMod, Pattern, normalized
 from sparse_core.spec import AttentionSpec
 
 
@@ -39,17 +40,33 @@ def dense_attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=key_padding_mask(lengths, n))
 
 
-def dense_reference_mask(
-    spec: AttentionSpec, scores: torch.Tensor, key_valid: torch.Tensor
-) -> torch.Tensor:
-    return torch.ones((), dtype=torch.bool, device=scores.device)
+class Everything(Pattern):
+    """Every pair: dense attention as a pattern (the oracle's, and a union's identity)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def mask_mod(self) -> MaskMod:
+        def everything(b, h, q_idx, kv_idx):
+            return (q_idx >= 0) | (kv_idx >= 0)
+
+        return everything
+
+    def key_blocks(self, size: int, blocks: int) -> BlockLists:
+        ids = torch.arange(blocks, device=self.device).expand(blocks, blocks)
+        return normalized(size, ids[None, None], torch.ones_like(ids, dtype=torch.bool)[None, None])
+
+
+def dense_pattern(spec: AttentionSpec, lengths, q, k) -> Pattern:
+    return Everything(q.device)
 
 
 MODE = Mode(
     name="dense",
     params=(),
     kernel=dense_attention,
-    reference_mask=dense_reference_mask,
+    cost=quadratic_cost,
+    pattern=dense_pattern,
     description="every query attends to every key; O(n²)",
     pairwise=True,
 )

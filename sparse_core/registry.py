@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from sparse_core import block, dense, sliding_window, topk
+from sparse_core import (
+    bigbird,
+    block,
+    dense,
+    dilated,
+    fixed,
+    global_window,
+    nystrom,
+    performer,
+    routing,
+    sliding_window,
+    strided,
+    threshold,
+    topk,
+)
 from sparse_core.mode import Mode
 
 MODES: dict[str, Mode] = {
@@ -12,5 +26,14 @@ MODES: dict[str, Mode] = {
         block.MODE,
         sliding_window.MODE,
         topk.MODE,
+        global_window.MODE,
+        dilated.MODE,
+        strided.MODE,
+        fixed.MODE,
+        bigbird.MODE,
+        routing.MODE,
+        threshold.MODE,
+        performer.MODE,
+        nystrom.MODE,
     )
 }

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sparse_core._flex_window import flex_applies, flex_sliding_window
 from sparse_core._window_tiles import plan, tile_size
 from sparse_core.dense import sequence_sdpa
+from sparse_core.flex import flex_applies, flex_pattern
 from sparse_core.mode import Mode, Param
+from sparse_core.patterns import Band
 from sparse_core.spec import AttentionSpec
 
 
@@ -22,12 +23,12 @@ def sliding_window_attention(
     """Banded attention, |i - j| <= window / 2, in O(n·w) time and memory. Returns (B, H, n, D).
 
     CUDA, head_dim >= 16 and n > 128: compiled FlexAttention with a BlockMask built from block
-    indices (see `sparse_core._flex_window.flex_applies`). Elsewhere, including heads smaller
+    indices (see `sparse_core.flex`). Elsewhere, including heads smaller
     than the compiled flex kernel supports: query tiles against their key neighbourhood (see
     `sparse_core._window_tiles`). Rows of padded queries come out as zeros on the tiled path.
     """
     if flex_applies(q):
-        return flex_sliding_window(q, k, v, spec.window // 2, lengths)
+        return flex_pattern(q, k, v, Band(1, spec.window // 2, q.device), lengths)
     return tiled_sliding_window(q, k, v, spec.window, lengths)
 
 
@@ -130,12 +131,19 @@ def _piece_bias(
     )
 
 
-def sliding_window_reference_mask(
-    spec: AttentionSpec, scores: torch.Tensor, key_valid: torch.Tensor
-) -> torch.Tensor:
-    positions = torch.arange(scores.shape[-1], device=scores.device)
-    distance = (positions[:, None] - positions[None, :]).abs()
-    return distance <= spec.window // 2  # (n, n)
+def sliding_window_pattern(
+    spec: AttentionSpec, lengths: torch.Tensor, q: torch.Tensor, k: torch.Tensor
+) -> Band:
+    """|i - j| <= w / 2: a band of reach w / 2 over single tokens."""
+    return Band(1, spec.window // 2, q.device)
+
+
+def sliding_window_cost(spec: AttentionSpec, length: int) -> int:
+    """The pairs the tiled kernel scores (its interior tiles compute a few masked ones)."""
+    half = min(spec.window // 2, length - 1)
+    if half == length - 1:
+        return length * length
+    return plan(length, half, tile_size(spec.window)).computed_pairs()
 
 
 MODE = Mode(
@@ -144,6 +152,7 @@ MODE = Mode(
         Param("window", minimum=2, even=True, help="full span: w/2 keys each side of the query"),
     ),
     kernel=sliding_window_attention,
-    reference_mask=sliding_window_reference_mask,
+    cost=sliding_window_cost,
+    pattern=sliding_window_pattern,
     description="each query sees the window/2 keys on each side; O(n·window)",
 )

@@ -8,7 +8,8 @@ import torch
 
 from sparse_core._exact_topk import topk_selection
 from sparse_core.dense import sequence_sdpa
-from sparse_core.mode import Mode, Param
+from sparse_core.float64 import masked_softmax_attention
+from sparse_core.mode import Mode, Param, quadratic_cost
 from sparse_core.spec import AttentionSpec
 
 # Scores held at once, in elements (128 MiB in float32): a chunk of query rows × all n keys × all
@@ -95,22 +96,25 @@ def sequence_topk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, top_k: int)
     return out
 
 
-def topk_reference_mask(
-    spec: AttentionSpec, scores: torch.Tensor, key_valid: torch.Tensor
+def topk_reference(
+    spec: AttentionSpec, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 ) -> torch.Tensor:
-    # `scores` already holds -inf at padded keys, so they rank last; k >= valid keys means dense.
-    n = scores.shape[-1]
-    if spec.top_k >= n:
-        return torch.ones((), dtype=torch.bool, device=scores.device)
+    """float64 formula on one sequence, (H, L, D): softmax over each row's top_k scores."""
+    length = k.shape[-2]
+    if spec.top_k >= length:
+        return masked_softmax_attention(q, k, v, None)
+    scores = q @ k.transpose(-2, -1)  # (H, L, L)
     chosen = scores.topk(spec.top_k, dim=-1).indices
-    return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, chosen, True)
+    allowed = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, chosen, True)
+    return masked_softmax_attention(q, k, v, allowed)
 
 
 MODE = Mode(
     name="topk",
-    params=(Param("top_k", minimum=1, help="keys kept per query, by score"),),
+    params=(Param("top_k", help="keys kept per query, by score"),),
     kernel=topk_attention,
-    reference_mask=topk_reference_mask,
+    cost=quadratic_cost,
+    reference=topk_reference,
     description="each query keeps its top_k keys by score; O(n²) scores, O(chunk·n) memory",
     pairwise=True,
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 HEADS = 2
@@ -11,11 +13,16 @@ TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
 
 
 def make_qkv(
-    n: int, dtype: torch.dtype, device: str = "cpu", batch: int = 2, seed: int = 0
+    n: int,
+    dtype: torch.dtype,
+    device: str = "cpu",
+    batch: int = 2,
+    seed: int = 0,
+    heads: int = HEADS,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Three (batch, HEADS, n, HEAD_DIM) standard-normal tensors, reproducible per seed."""
+    """Three (batch, heads, n, HEAD_DIM) standard-normal tensors, reproducible per seed."""
     generator = torch.Generator().manual_seed(seed * 7919 + n)
-    q, k, v = (torch.randn(batch, HEADS, n, HEAD_DIM, generator=generator) for _ in range(3))
+    q, k, v = (torch.randn(batch, heads, n, HEAD_DIM, generator=generator) for _ in range(3))
     return q.to(device, dtype), k.to(device, dtype), v.to(device, dtype)
 
 
@@ -66,3 +73,23 @@ def clear_choice_rows(
     best = scores.topk(top_k + 1, dim=-1).values  # (B, H, n, k + 1), descending
     gap = best[..., top_k - 1] - best[..., top_k]
     return gap.isnan() | (gap > 1e-4)  # -inf - -inf (k beyond the valid keys) is NaN: no choice
+
+
+def clear_threshold_rows(
+    q: torch.Tensor, k: torch.Tensor, threshold: float, lengths: torch.Tensor | None
+) -> torch.Tensor:
+    """(B, H, n) bool: rows where no valid score lies within 2e-5 of the cut max + ln τ.
+
+    Near the cut (the row's maximum aside), float32 and float64 rounding may rightly keep
+    different keys.
+    """
+    scores = q.double() @ k.double().transpose(-2, -1) / q.shape[-1] ** 0.5  # (B, H, n, n)
+    n = scores.shape[-1]
+    if lengths is not None:
+        padded = torch.arange(n) >= lengths[:, None]  # (B, n)
+        scores = scores.masked_fill(padded[:, None, None, :], float("-inf"))
+    top = scores.amax(dim=-1, keepdim=True)
+    cut = top + math.log(threshold)
+    # the row's maximum is kept by both, even when τ = 1 puts it on the cut
+    near = ((scores - cut).abs() < 2e-5) & (scores > float("-inf")) & (scores != top)
+    return ~near.any(dim=-1) | (cut.squeeze(-1) == float("inf"))

@@ -1,5 +1,5 @@
 """CUDA paths: kernels on the GPU against the CPU oracle (skipped without a GPU). The
-FlexAttention block mask used there is also checked on CPU, in test_flex_window.py."""
+FlexAttention block masks used there are also checked on CPU, in test_flex.py."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from sparse_core import AttentionSpec, attend, reference_attend
-from sparse_core._flex_window import compiled_flex_attention, flex_sliding_window
+from sparse_core.flex import compiled_flex_attention, flex_pattern
+from sparse_core.patterns import Band
 from tests.sparse_core.helpers import (
     SIZES,
     TOLERANCE,
     assert_close_on_valid_rows,
     clear_choice_rows,
+    clear_threshold_rows,
     make_lengths,
     make_qkv,
 )
-from tests.sparse_core.test_flex_window import MIXED, WARM_UP
+from tests.sparse_core.test_flex import MIXED, WARM_UP
 
 SPECS = [
     AttentionSpec("block", block_size=16),
@@ -25,6 +27,15 @@ SPECS = [
     AttentionSpec("sliding_window", window=2),
     AttentionSpec("topk", top_k=16),
     AttentionSpec("dense"),
+    AttentionSpec("global_window", window=64, global_tokens=3),
+    AttentionSpec("dilated", window=16, dilation=3),
+    AttentionSpec("strided", stride=30),
+    AttentionSpec("fixed", block_size=50, summary=5),
+    AttentionSpec("bigbird", block_size=32),
+    AttentionSpec("routing", block_size=64, blocks=2),
+    AttentionSpec("threshold", threshold=0.05),
+    AttentionSpec("performer", features=64),
+    AttentionSpec("nystrom", landmarks=16),
 ]
 
 
@@ -43,13 +54,15 @@ def test_cuda_kernel_matches_reference(spec, n, lengths_kind, dtype):
         q.cpu(), k.cpu(), v.cpu(), spec, None if lengths is None else lengths.cpu()
     )
     atol = TOLERANCE[dtype] if dtype != torch.float32 else 2e-4  # TF32-free, but other reductions
+    cpu_lengths = None if lengths is None else lengths.cpu()
+    rows = None
     if spec.mode == "topk":
-        rows = clear_choice_rows(
-            q.cpu(), k.cpu(), spec.top_k, None if lengths is None else lengths.cpu()
-        )
-        assert_close_on_valid_rows(out.cpu(), expected, lengths, atol, rows=rows)
-    else:
-        assert_close_on_valid_rows(out.cpu(), expected, lengths, atol)
+        rows = clear_choice_rows(q.cpu(), k.cpu(), spec.top_k, cpu_lengths)
+    elif spec.mode == "threshold":
+        rows = clear_threshold_rows(q.cpu(), k.cpu(), spec.threshold, cpu_lengths)
+    if spec.mode == "performer" and dtype == torch.float32:
+        atol = 1e-3  # TF32-free float32 GEMMs still sum m·L products in another order
+    assert_close_on_valid_rows(out.cpu(), expected, lengths, atol, rows=rows)
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -58,14 +71,24 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 @pytest.mark.cuda
 @cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("window", [2, 64, 512])
-def test_cuda_flex_window_at_a_long_length_with_two_lengths(window, dtype):
+@pytest.mark.parametrize(
+    "spec",
+    [
+        AttentionSpec("sliding_window", window=2),
+        AttentionSpec("sliding_window", window=512),
+        AttentionSpec("global_window", window=512),
+        AttentionSpec("bigbird", block_size=64),
+        AttentionSpec("routing", block_size=128, blocks=3),
+        AttentionSpec("dilated", window=128, dilation=2),
+    ],
+    ids=repr,
+)
+def test_cuda_flex_at_a_long_length_with_two_lengths(spec, dtype):
     """n = 4099 (33 FlexAttention blocks, the last short): the block lists are narrower than the
     row of blocks, and the compiled kernel skips what they leave out."""
     n = 4099
     q, k, v = make_qkv(n, dtype, device="cuda")
     lengths = make_lengths(n, "ragged", device="cuda")
-    spec = AttentionSpec("sliding_window", window=window)
     out = attend(q, k, v, spec, lengths)
     expected = reference_attend(q.cpu(), k.cpu(), v.cpu(), spec, lengths.cpu())
     assert_close_on_valid_rows(out.cpu(), expected, lengths.cpu(), TOLERANCE[dtype])
@@ -85,7 +108,8 @@ def test_cuda_mixed_shapes_and_windows_reuse_the_compiled_graphs():
         )
         lengths = torch.randint(1, n + 1, (batch,), generator=generator)
         lengths[0] = n
-        out = flex_sliding_window(q, k, v, window // 2, lengths.cuda(), flex=flex)
+        pattern = Band(1, window // 2, q.device)
+        out = flex_pattern(q, k, v, pattern, lengths.cuda(), flex=flex)
         spec = AttentionSpec("sliding_window", window=window)
         expected = reference_attend(q.cpu(), k.cpu(), v.cpu(), spec, lengths)
         assert_close_on_valid_rows(out.cpu(), expected, lengths, TOLERANCE[torch.float16])

@@ -1,4 +1,4 @@
-"""The sparse kernels' memory grows with n·w or chunk·n, never with n². No timing here."""
+"""The sparse kernels' memory grows with n·w, n·m or chunk·n, never with n². No timing here."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparse_core import AttentionSpec, _window_tiles, attend, topk
+from sparse_core import AttentionSpec, _window_tiles, attend, executor, topk
 
 
 class PeakResidentMemory:
@@ -76,5 +76,38 @@ def test_topk_extra_memory_is_chunk_times_n_not_n_squared(monkeypatch, scatter_r
         out = attend(q, k, v, AttentionSpec("topk", top_k=8))
     limit = 3 * budget * 4 + 16 * q.nbytes  # the score chunk, its by-products, the O(n) rest
     assert limit < n * n * 4 / 4
+    assert peak.extra_bytes < limit
+    assert not out.isnan().any()
+
+
+@needs_proc
+@pytest.mark.parametrize(
+    ("spec", "global_rows"),
+    [
+        (AttentionSpec("bigbird", block_size=64), True),
+        (AttentionSpec("routing", block_size=64, blocks=4), False),
+        (AttentionSpec("dilated", window=64, dilation=3), False),
+        (AttentionSpec("performer", features=64), False),
+        (AttentionSpec("nystrom", landmarks=64), False),
+    ],
+    ids=repr,
+)
+def test_sub_quadratic_modes_extra_memory_is_a_few_times_q_not_n_squared(spec, global_rows):
+    """n = 2^16, one head: an n×n bool mask would be 4 GiB. The block-sparse executor adds its
+    output, one group's gathered keys (≤ GATHER_BUDGET elements) and its block lists; performer
+    and nystrom their output and one chunk's feature maps.
+
+    A pattern with global rows lists every key block for them, and the padded list format makes
+    every row that wide: (n/T)² entries, ~50 bytes each with the sorting that merges them, so
+    that term is allowed for (about 50 MiB here; 3 MiB at 32,768 tokens)."""
+    n = 1 << 16
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, n, 8, generator=generator) for _ in range(3))
+    with PeakResidentMemory() as peak:
+        out = attend(q, k, v, spec)
+    limit = 3 * q.nbytes + 3 * 4 * executor.GATHER_BUDGET + (32 << 20)
+    if global_rows:
+        limit += 50 * (n // 64) ** 2
+    assert limit < n * n // 16
     assert peak.extra_bytes < limit
     assert not out.isnan().any()
