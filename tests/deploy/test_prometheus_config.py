@@ -1,4 +1,5 @@
-"""deploy/prometheus.yml: valid for promtool, and scraping every replica, not the balancer."""
+"""deploy/prometheus.yml: valid for promtool, and scraping every replica's metrics port, not the
+balancer."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import subprocess
 
 import yaml
 
-from tests.deploy.files import PROMETHEUS_CONFIG, SERVICE, require_tool
+from tests.deploy.files import (
+    COMPOSE,
+    PROMETHEUS_CONFIG,
+    SERVICE,
+    environment_of,
+    load_compose,
+    plain,
+    require_tool,
+)
 
 CONFIG = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
 
@@ -33,4 +42,9 @@ def test_every_replica_is_found_through_dns() -> None:
     (discovery,) = job["dns_sd_configs"]
     assert discovery["names"] == [SERVICE]
     assert discovery.get("type", "SRV") == "A"
-    assert discovery["port"] == 8000
+    # The replicas' metrics port, which the compose network reaches and the host does not.
+    service = plain(load_compose(COMPOSE))["services"][SERVICE]
+    metrics_port = environment_of(service)["LONGENC_METRICS_PORT"]
+    assert discovery["port"] == int(metrics_port)
+    assert metrics_port in [str(port) for port in service["expose"]]
+    assert "ports" not in service
