@@ -75,6 +75,7 @@ UNSCHEMATIZED_RULES = {
     "pooling must be 'mean'": "late_chunking and chunking pool by mean",
     "need texts, not token ids": "late_chunking and chunking need texts",
     "overlap must be less than tokens": "chunking.overlap < chunking.tokens",
+    "has no tokens of its own": "late_chunking: every chunk has tokens (not only spaces)",
     "must be at most 'block_size'": "fixed attention: summary <= block_size",
     "more than max_input_tokens": "an input's tokens <= max_input_tokens (see /info)",
     "exceeds max_dense_tokens": "dense/topk input tokens <= max_dense_tokens",

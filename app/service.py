@@ -109,6 +109,12 @@ class EncodeService:
         self._check_count(len(texts))
         parts, tokenization_s = await self._encode_texts(texts, options)
         ids, plan = late_chunks(parts, options.normalize)
+        for index, (start, stop) in enumerate(plan.tokens[0]):
+            if start == stop:  # e.g. only control characters: nothing to average
+                raise InvalidInput(
+                    f"input {index} has no tokens of its own; late chunking averages each "
+                    "chunk's tokens"
+                )
         self._check_whole([ids], "the joined document")
         return self._check([ids], _token_vectors(options), tokenization_s, plan)
 

@@ -173,3 +173,10 @@ def test_truncation_direction_cuts_the_named_end(client) -> None:
         torch.nn.functional.cosine_similarity(torch.tensor(cut["right"]), torch.tensor(head), 0)
         > 0.9
     )
+
+
+def test_a_late_chunk_without_tokens_of_its_own_is_refused(client) -> None:
+    # "\b" tokenizes to nothing: its chunk would be the mean of no vectors (NaN, JSON null)
+    response = client.post("/embed", json={"inputs": ["text", "\b"], "late_chunking": True})
+    assert response.status_code == 422
+    assert "input 1 has no tokens of its own" in response.json()["error"]
