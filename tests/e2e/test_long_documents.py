@@ -153,9 +153,17 @@ def test_an_oversized_response_is_refused_before_any_work(start_server) -> None:
 
 
 def test_a_large_response_streams_valid_json(client) -> None:
-    body = post(client, "/encode", inputs=[words(1000, 50 * i) for i in range(3)], pooling="none")
-    assert [len(tokens) for tokens in body["embeddings"]] == [len(t) for t in body["embeddings"]]
-    assert sum(len(tokens) for tokens in body["embeddings"]) * 384 > 100_000  # the streamed path
+    texts = [words(1000, 50 * i) for i in range(3)]
+    response = client.post("/encode", json={"inputs": texts, "pooling": "none"})
+    assert response.status_code == 200, response.text
+    # streamed: sent in chunks, with no Content-Length known up front
+    assert "content-length" not in response.headers
+    assert response.headers["transfer-encoding"] == "chunked"
+    tokens = [len(pieces) for pieces in post(client, "/tokenize", inputs=texts)]
+    vectors = response.json()["embeddings"]  # the whole body parses as JSON
+    assert [len(rows) for rows in vectors] == tokens
+    assert all(len(row) == 384 for rows in vectors for row in rows)
+    assert sum(tokens) * 384 > 100_000  # above the size that is streamed
 
 
 def test_truncation_direction_cuts_the_named_end(client) -> None:
