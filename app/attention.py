@@ -56,11 +56,14 @@ def _json_integers(fields: dict[str, Any]) -> dict[str, Any]:
         return fields
     integers = {param.name for param in mode.params if param.kind is int}
     return {
-        name: int(value)
-        if name in integers and isinstance(value, float) and value.is_integer()
-        else value
-        for name, value in fields.items()
+        name: json_integer(value) if name in integers else value for name, value in fields.items()
     }
+
+
+def json_integer(value: Any) -> Any:
+    """JSON Schema counts 3.0 as an integer: 3.0 becomes 3, anything else stays as it is (for
+    the field's own check to accept or refuse)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def attention_to_dict(choice: AttentionChoice) -> dict[str, Any]:

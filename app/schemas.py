@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.attention import Attention
+from app.attention import Attention, json_integer
 
 Pooling = Literal["mean", "cls", "last", "none"]
 
@@ -55,15 +55,10 @@ Texts = Annotated[
 ]
 
 
-def _json_int(value: object) -> object:
-    """JSON Schema counts 3.0 as an integer: so does the strict int schema this feeds."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
 def json_int(**bounds: int) -> Any:
     """An integer as JSON Schema counts them (3 or 3.0; never true, "3" or 3.5), with bounds
     that the published schema states."""
-    return Annotated[Annotated[int, Strict(), Field(**bounds)], BeforeValidator(_json_int)]
+    return Annotated[Annotated[int, Strict(), Field(**bounds)], BeforeValidator(json_integer)]
 
 
 # Rules that JSON Schema cannot state: they relate two fields, or count tokens rather than
@@ -92,7 +87,7 @@ TOKEN_ID_SCHEMA = {"type": "integer", "minimum": 0, **TOKEN_ID}
 def _token_ids(value: object, what: str) -> list[int]:
     if not isinstance(value, list) or not value:
         raise ValueError(f"{what} must be a non-empty list of token ids")
-    ids = [_json_int(token) for token in value]
+    ids = [json_integer(token) for token in value]
     for token in ids:
         if isinstance(token, bool) or not isinstance(token, int) or token < 0:
             raise ValueError(f"{what} holds {token!r}; token ids are integers >= 0")

@@ -25,7 +25,7 @@ from app.errors import ClientDisconnected, InvalidInput
 from app.metrics import Metrics
 from app.settings import Settings
 from models import Encoder
-from models.tokenizer import Tokenized
+from models.tokenizer import Token, Tokenized
 from sparse_core import MODES, AttentionSpec
 
 logger = logging.getLogger("app.service")
@@ -169,18 +169,30 @@ class EncodeService:
         except ValueError as error:  # an unknown prompt_name
             raise InvalidInput(str(error)) from None
 
+    async def tokens(
+        self, texts: list[str], prompt_name: str | None, add_special_tokens: bool
+    ) -> tuple[list[list[Token]], int]:
+        """Each text's tokens (the request's prompt prepended), on the tokenizer thread, and
+        the prompt's length in characters, which the tokens' character ranges include."""
+        self._check_count(len(texts))
+        prompt = self._prompt(Options(prompt_name=prompt_name))
+        tokenize = functools.partial(
+            self.encoder.tokenizer.tokens, [prompt + text for text in texts], add_special_tokens
+        )
+        tokens = await asyncio.get_running_loop().run_in_executor(self._tokenizer, tokenize)
+        return tokens, len(prompt)
+
+    async def decode(self, ids: list[list[int]], skip_special_tokens: bool) -> list[str]:
+        """Token ids of the model's vocabulary back to text, on the tokenizer thread."""
+        self._check_token_ids(ids)
+        decode = functools.partial(self.encoder.tokenizer.decode, ids, skip_special_tokens)
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizer, decode)
+
     def prepare_ids(self, ids: list[list[int]], options: Options) -> Prepared:
         """Check inputs given as token ids of the model's vocabulary (used as they are);
         raises InvalidInput naming the offending input."""
         self._check_count(len(ids))
-        vocab = self.encoder.config.vocab_size
-        for index, token_ids in enumerate(ids):
-            if not token_ids:
-                raise InvalidInput(f"input {index} has no token ids")
-            if min(token_ids) < 0 or max(token_ids) >= vocab:
-                raise InvalidInput(
-                    f"input {index} has token ids outside the model's vocabulary [0, {vocab})"
-                )
+        self._check_token_ids(ids)
         if options.truncate:  # ids are taken as they are: no special tokens to keep
             limit = self.settings.max_input_tokens
             keep = (
@@ -190,6 +202,16 @@ class EncodeService:
             )
             ids = [token_ids[keep] for token_ids in ids]
         return self._check(ids, options, 0.0)
+
+    def _check_token_ids(self, ids: list[list[int]]) -> None:
+        vocab = self.encoder.config.vocab_size
+        for index, token_ids in enumerate(ids):
+            if not token_ids:
+                raise InvalidInput(f"input {index} has no token ids")
+            if min(token_ids) < 0 or max(token_ids) >= vocab:
+                raise InvalidInput(
+                    f"input {index} has token ids outside the model's vocabulary [0, {vocab})"
+                )
 
     def _check_count(self, count: int) -> None:
         limit = self.settings.max_inputs_per_request

@@ -112,8 +112,9 @@ def main() -> None:
     args = parser.parse_args()
     seconds = 10.0 if args.quick else 40.0
     counter = tokenizer()
-    words = " ".join(build_texts(quick=True)["2k"]).split() * 8
-    texts = {"short": build_texts(quick=True)["short"][:64]}
+    corpus = build_texts(quick=True)
+    words = " ".join(corpus["2k"]).split() * 8
+    texts = {"short": corpus["short"][:64]}
     results = {}
     with tempfile.TemporaryDirectory() as logs:
         for name, settings in CONFIGURATIONS.items():

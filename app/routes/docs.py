@@ -7,6 +7,7 @@ the same public files for everyone, so they need no key.
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 
 from fastapi import APIRouter, Depends, Request
@@ -44,6 +45,11 @@ async def docs(request: Request) -> HTMLResponse:
 async def asset(name: str) -> Response:
     if name not in ASSETS:
         raise NotFound(f"no asset {name!r}")
-    content = resources.files("fastapi_swagger.resources").joinpath(name).read_bytes()
     headers = {"Cache-Control": "public, max-age=86400"}
-    return Response(content, media_type=ASSETS[name], headers=headers)
+    return Response(_asset_bytes(name), media_type=ASSETS[name], headers=headers)
+
+
+@functools.cache
+def _asset_bytes(name: str) -> bytes:
+    """Read from the package once (a few hundred kB), not on every request."""
+    return resources.files("fastapi_swagger.resources").joinpath(name).read_bytes()

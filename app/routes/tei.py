@@ -4,7 +4,6 @@ fields TEI clients read (app.routes.ops)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -112,20 +111,10 @@ async def embed_all(body: EmbedAllRequest, request: Request, service: ServiceDep
 @router.post("/tokenize", response_model=list[list[TokenOut]], responses=ERRORS)
 async def tokenize(body: TokenizeRequest, service: ServiceDep) -> list[list[TokenOut]]:
     """Each input's tokens: id, text, special or not, character range (TEI's shape)."""
-    texts = _texts(body.inputs)
-    limit = service.settings.max_inputs_per_request
-    if len(texts) > limit:
-        raise InvalidInput(f"{len(texts)} inputs in one request; at most {limit} allowed")
-    try:
-        prompt = service.encoder.prompt(body.prompt_name)
-    except ValueError as error:
-        raise InvalidInput(str(error)) from None
-    tokens = await asyncio.to_thread(
-        service.encoder.tokenizer.tokens,
-        [prompt + text for text in texts],
-        body.add_special_tokens,
+    tokens, shift = await service.tokens(
+        _texts(body.inputs), body.prompt_name, body.add_special_tokens
     )
-    shift = len(prompt)  # ranges in the input's own text
+    # ranges in the input's own text, without the prompt
     return [
         [
             TokenOut(
@@ -145,7 +134,4 @@ async def tokenize(body: TokenizeRequest, service: ServiceDep) -> list[list[Toke
 async def decode(body: DecodeRequest, service: ServiceDep) -> list[str]:
     """Token ids back to text, one string per id list."""
     ids = body.ids if isinstance(body.ids[0], list) else [body.ids]
-    vocab = service.encoder.config.vocab_size
-    if any(token >= vocab for token_ids in ids for token in token_ids):  # type: ignore[union-attr]
-        raise InvalidInput(f"token ids must lie in the model's vocabulary [0, {vocab})")
-    return await asyncio.to_thread(service.encoder.tokenizer.decode, ids, body.skip_special_tokens)
+    return await service.decode(ids, body.skip_special_tokens)  # type: ignore[arg-type]
