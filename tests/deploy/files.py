@@ -16,8 +16,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus.yml"
-NGINX_TEMPLATE = ROOT / "deploy" / "nginx.conf.template"
-NGINX_RESOLVER_SCRIPT = ROOT / "deploy" / "nginx-resolver.envsh"
+HAPROXY_CONFIG = ROOT / "deploy" / "haproxy.cfg"
+HAPROXY_IMAGE_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"  # where the haproxy image reads it
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "longenc.json"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
@@ -30,7 +30,7 @@ def require_tool(name: str) -> str:
     """Path of an executable; missing is a failure (`make test` installs it first)."""
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} not found; `make system-deps` installs it (Debian package prometheus)")
+        pytest.fail(f"{name} not found; `make system-deps` installs it (a Debian package)")
     return path
 
 

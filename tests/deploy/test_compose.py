@@ -8,7 +8,6 @@ docker-compose.cpu.yml` merges it, and the result is validated too.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -20,14 +19,15 @@ from tests.deploy.files import (
     COMPOSE,
     COMPOSE_CPU,
     DOCKERFILE,
-    NGINX_RESOLVER_SCRIPT,
-    NGINX_TEMPLATE,
+    HAPROXY_CONFIG,
+    HAPROXY_IMAGE_CONFIG,
     ROOT,
     SERVICE,
     environment_of,
     load_compose,
     merge_compose,
     plain,
+    require_tool,
 )
 
 SCHEMA = json.loads((Path(__file__).with_name("compose_spec") / "compose-spec.json").read_text())
@@ -121,36 +121,31 @@ def test_every_setting_can_be_passed_and_none_is_misspelt() -> None:
 def test_balancer_sends_to_every_replica_of_the_service() -> None:
     port = image_port()
     assert str(port) in [str(p) for p in GPU_CONFIG["services"][SERVICE]["expose"]]
-    nginx = NGINX_TEMPLATE.read_text()
-    upstream = re.search(r"upstream\s+(\w+)\s*\{([^}]*)\}", nginx)
-    assert upstream, "nginx.conf.template defines no upstream"
-    assert re.search(rf"proxy_pass\s+http://{upstream.group(1)};", nginx)
-    servers = re.findall(r"^\s*server\s+(\S+)\s*([^;]*);", upstream.group(2), re.MULTILINE)
-    assert [address for address, _ in servers] == [f"{SERVICE}:{port}"]
-    # Re-resolved through the engine's DNS, so that replicas added by --scale join the pool. Its
-    # address differs by engine (Docker: 127.0.0.11, podman: the network's gateway): a script
-    # that the nginx image's entry point sources finds it in /etc/resolv.conf.
-    assert "resolve" in servers[0][1].split()
-    assert re.search(r"^\s*resolver\s+\$\{NGINX_RESOLVER\}\s", nginx, re.MULTILINE)
+    config = haproxy_sections()
+    (frontend,) = [lines for (kind, _), lines in config.items() if kind == "frontend"]
+    backend = config[("backend", directive(frontend, "default_backend")[0])]
+    # One slot per possible replica, filled from the engine's DNS (Docker: 127.0.0.11, podman:
+    # aardvark-dns; both in the container's resolv.conf), so that replicas added by --scale join.
+    slots, address = directive(backend, "server-template")[1:3]
+    assert address == f"{SERVICE}:{port}"
+    assert int(slots.split("-")[1]) >= 8
+    defaults = directive(backend, "default-server")
+    resolvers = defaults[defaults.index("resolvers") + 1]
+    assert directive(config[("resolvers", resolvers)], "parse-resolv-conf") == []
+    assert "check" in defaults and "init-addr" in defaults
     balancer = GPU_CONFIG["services"]["balancer"]
-    output = environment_of(balancer)["NGINX_ENVSUBST_OUTPUT_DIR"]
-    assert f"{output}/nginx.conf" == "/etc/nginx/nginx.conf"
-    template = f"./{NGINX_TEMPLATE.relative_to(ROOT)}:/etc/nginx/templates/nginx.conf.template:ro"
-    assert template in balancer["volumes"]
-    source = f"./{NGINX_RESOLVER_SCRIPT.relative_to(ROOT)}:"
-    (script,) = [volume for volume in balancer["volumes"] if volume.startswith(source)]
-    assert re.fullmatch(r".*:/docker-entrypoint\.d/[^/]+\.envsh:ro", script)
-    assert os.access(NGINX_RESOLVER_SCRIPT, os.X_OK), "the entry point sources executable ones only"
+    assert f"./{HAPROXY_CONFIG.relative_to(ROOT)}:{HAPROXY_IMAGE_CONFIG}:ro" in balancer["volumes"]
     assert balancer["depends_on"][SERVICE]["condition"] == "service_healthy"
 
 
-def test_template_leaves_nginx_variables_alone() -> None:
-    # The entry point substitutes only variables its environment defines: nginx's own ($host,
-    # $proxy_add_x_forwarded_for) must not be among the balancer's environment variables.
-    nginx_variables = set(re.findall(r"\$(\w+)", NGINX_TEMPLATE.read_text())) - {"NGINX_RESOLVER"}
-    assert nginx_variables
-    defined = set(environment_of(GPU_CONFIG["services"]["balancer"]))
-    assert not nginx_variables & defined
+def test_balancer_configuration_is_valid_for_haproxy(tmp_path: Path) -> None:
+    haproxy = require_tool("haproxy")
+    checked = subprocess.run([haproxy, "-c", "-f", str(HAPROXY_CONFIG)], capture_output=True)
+    assert checked.returncode == 0, checked.stderr.decode()
+    # The check can fail: a misspelt keyword is refused.
+    broken = tmp_path / "haproxy.cfg"
+    broken.write_text(HAPROXY_CONFIG.read_text().replace("balance leastconn", "balance leastcon"))
+    assert subprocess.run([haproxy, "-c", "-f", str(broken)], capture_output=True).returncode != 0
 
 
 def test_balancer_is_local_unless_asked_and_hides_metrics() -> None:
@@ -161,7 +156,54 @@ def test_balancer_is_local_unless_asked_and_hides_metrics() -> None:
     for name in ("prometheus", "grafana"):
         for mapping in GPU_CONFIG["services"][name]["ports"]:
             assert mapping.startswith("127.0.0.1:"), f"{name} publishes {mapping} beyond the host"
-    assert re.search(r"location\s*=\s*/metrics\s*\{\s*return\s+404;", NGINX_TEMPLATE.read_text())
+    (frontend,) = [lines for (kind, _), lines in haproxy_sections().items() if kind == "frontend"]
+    rules = [line for line in frontend if line.startswith("http-request return status 404")]
+    assert rules and "{ path /metrics }" in rules[0]
+
+
+def test_balancer_takes_a_draining_replica_out_and_moves_its_requests_on() -> None:
+    config = haproxy_sections()
+    backend = config[("backend", SERVICE)]
+    # /health answers 503 from the moment a replica starts draining.
+    assert directive(backend, "option") == ["httpchk", "GET", "/health"]
+    assert directive(backend, "http-check") == ["expect", "status", "200"]
+    defaults = directive(backend, "default-server")
+    interval = defaults[defaults.index("inter") + 1]
+    assert interval.endswith("s") and int(interval[:-1]) <= 2
+    assert int(defaults[defaults.index("fall") + 1]) <= 3
+    # A request that finds a replica gone or draining goes to another one, quickly.
+    common = config[("defaults", "")]
+    assert {"conn-failure", "empty-response", "503"} <= set(directive(common, "retry-on"))
+    assert directive(common, "option", "redispatch")
+    connect = directive(common, "timeout", "connect")[0]
+    assert connect.endswith("s") and int(connect[:-1]) <= 5
+
+
+def haproxy_sections() -> dict[tuple[str, str], list[str]]:
+    """deploy/haproxy.cfg as {(section keyword, name): its lines}, comments left out."""
+    sections: dict[tuple[str, str], list[str]] = {}
+    lines: list[str] = []
+    for raw in HAPROXY_CONFIG.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if not raw[0].isspace():
+            keyword, _, name = line.partition(" ")
+            lines = sections.setdefault((keyword, name.strip()), [])
+        else:
+            lines.append(line)
+    return sections
+
+
+def directive(lines: list[str], *keywords: str) -> list[str]:
+    """The arguments of the one line that starts with `keywords` (a failure if there is none)."""
+    found = [
+        line.split()[len(keywords) :]
+        for line in lines
+        if line.split()[: len(keywords)] == list(keywords)
+    ]
+    assert len(found) == 1, f"{' '.join(keywords)}: {len(found)} lines"
+    return found[0]
 
 
 def image_port() -> int:
@@ -184,29 +226,3 @@ def test_monitoring_services_read_the_deploy_folder() -> None:
     assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in grafana["volumes"]
     home = environment_of(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (ROOT / "deploy/grafana/dashboards" / Path(home).name).is_file()
-
-
-def test_resolver_script_picks_the_engines_dns_only(tmp_path: Path) -> None:
-    # podman's resolv.conf: aardvark-dns first, then the host's resolvers, which know no service.
-    resolv = tmp_path / "resolv.conf"
-    script = NGINX_RESOLVER_SCRIPT.read_text().replace("/etc/resolv.conf", str(resolv))
-    for content, expected in [
-        ("search dns.podman\nnameserver 10.89.0.1\nnameserver 192.0.2.53\n", "10.89.0.1"),
-        ("nameserver 127.0.0.11\noptions ndots:0\n", "127.0.0.11"),
-        ("nameserver fd00::1\n", "[fd00::1]"),
-    ]:
-        resolv.write_text(content)
-        result = subprocess.run(
-            ["sh", "-c", script + '\necho "$NGINX_RESOLVER"'], capture_output=True, text=True
-        )
-        assert result.stdout.strip() == expected, result.stderr
-
-
-def test_balancer_moves_on_from_a_replica_that_is_gone() -> None:
-    # A stopped replica's address stops answering at all: connections to it must time out fast,
-    # and the request go to the next replica instead of failing with 504.
-    nginx = NGINX_TEMPLATE.read_text()
-    connect = re.search(r"proxy_connect_timeout\s+(\d+)s;", nginx)
-    assert connect and int(connect.group(1)) <= 5
-    retried = re.search(r"^\s*proxy_next_upstream\s+([^;]*);", nginx, re.MULTILINE).group(1)
-    assert {"error", "timeout", "http_503", "http_429", "non_idempotent"} <= set(retried.split())

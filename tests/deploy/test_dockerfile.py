@@ -144,7 +144,8 @@ def dry_run_pip_commands(has_nvidia: str, workdir: Path) -> list[str]:
     )
     calls = make_calls(build)
     assert calls, "the build stage never calls make"
-    for name in ("Makefile", "pyproject.toml"):
+    for name in ("Makefile", "make/torch.mk", "pyproject.toml"):
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, workdir / name)
     pip_commands = []
     values = {name: default or "" for name, default in build_args().items()}
@@ -192,6 +193,9 @@ def test_build_installs_torch_first_then_the_project(
     torch_command = pip_commands[torch_steps[0]]
     assert torch_command.split()[-1] == torch_requirement
     assert ("--extra-index-url" in torch_command) is extra_index
+    # The CPU wheel is looked for in pip's local wheel folders first, the torch index after.
+    if extra_index:
+        assert torch_command.index("--no-index") < torch_command.index("--extra-index-url")
     assert torch_steps[0] < project_steps[0], "torch must be installed alone, before the project"
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.deploy.files import ROOT
 
-SCRIPTS = sorted((ROOT / "deploy").rglob("*.sh")) + sorted((ROOT / "deploy").rglob("*.envsh"))
+SCRIPTS = sorted((ROOT / "deploy").rglob("*.sh"))
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: str(path.relative_to(ROOT)))
@@ -18,7 +18,6 @@ def test_scripts_parse_and_can_be_run(script: Path) -> None:
     shell = "bash" if script.read_text().startswith("#!/usr/bin/env bash") else "sh"
     result = subprocess.run([shell, "-n", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    # The nginx image's entry point sources an .envsh only when it is executable.
     assert script.stat().st_mode & 0o111, f"{script.name} is not executable"
 
 

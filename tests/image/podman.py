@@ -68,6 +68,26 @@ def require_podman() -> None:
     podman("info", what="podman info (is the storage or the runtime set up?)")
 
 
+def require_containers() -> None:
+    """This host can run a container at all: the base image runs `true`; if not, skip, saying why.
+
+    The base image comes from the project's own script (pulled, or made with debootstrap), which
+    must work: a failure there fails the test.
+    """
+    base = run(
+        [str(ROOT / "deploy/image/base-image.sh"), os.environ.get("IMAGE_BASE", "ubuntu:24.04")],
+        what="making the base image",
+        timeout=900,
+    ).stdout.strip()
+    probe = ["podman", "run", "--rm", "--network", "none", base, "true"]
+    result = run(probe, what="running a container of the base image", check=False)
+    if result.returncode != 0:
+        pytest.skip(
+            f"this host cannot run containers: `{' '.join(probe)}` exited {result.returncode}: "
+            f"{(result.stdout + result.stderr).strip()[-1500:]}"
+        )
+
+
 def build(script: str, *, what: str, timeout: float) -> float:
     """Run one of the project's build scripts; seconds it took."""
     started = time.monotonic()

@@ -1,11 +1,12 @@
 """docker-compose.yml with its CPU override, brought up for real with podman-compose.
 
-Two replicas of the CPU image behind the balancer, with Prometheus. The nginx and Prometheus
+Two replicas of the CPU image behind the balancer, with Prometheus. The HAProxy and Prometheus
 images cannot be pulled here: stand-ins built from Debian's packages carry their names
 (deploy/image/standins). Grafana has no such package and is not started; its provisioning and
 dashboard are checked statically (tests/deploy/test_dashboard.py). podman 4.3 cannot wait for
 `service_healthy`, so podman-compose starts the balancer at once (it finds the replicas through DNS
-when they are up), and without systemd the image's health check is run by the test itself.
+and lets them in when their /health passes), and without systemd the image's health check is run by
+the test itself.
 
 The tests share one stack and run in file order: the last one stops a replica.
 """

@@ -102,7 +102,7 @@ def test_metrics_are_served_on_their_own_port(container: Container) -> None:
         assert requests[(("mode", mode), ("status", "200"))] >= 1, requests
     assert metric_samples(text, "longenc_queue_size")
     assert metric_samples(text, "process_resident_memory_bytes")
-    # The same registry as /metrics on the main port (which the balancer hides, see nginx.conf).
+    # The same registry as /metrics on the main port (which the balancer hides: haproxy.cfg).
     main = httpx.get(f"{container.url}/metrics", timeout=10).text
     assert metric_samples(main, "longenc_requests_total") == requests
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Build the stand-ins for the images docker-compose.yml pulls (nginx, Prometheus) from Debian's
+# Build the stand-ins for the images docker-compose.yml pulls (HAProxy, Prometheus) from Debian's
 # packages, and tag them with the names compose asks for, so that `podman-compose up` finds them
 # locally. Grafana has no Debian package: its files are checked statically (tests/deploy).
 #
 #   deploy/image/standins/build.sh
 #
-# Debian unstable is the base: its nginx is new enough for `server ... resolve` (1.27.3) and its
-# Prometheus is the 3.x line that compose names. An image of that name that is not a stand-in
-# (pulled from its registry) is left alone; a stand-in is rebuilt, from podman's layer cache.
+# The base is the Debian release the longenc image falls back to (deploy/image/base-image.sh), so
+# one debootstrap serves every image. An image of that name that is not a stand-in (pulled from its
+# registry) is left alone; a stand-in is rebuilt, from podman's layer cache.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -29,7 +29,7 @@ qualified() { # docker.io's name for a short one, which compose engines look up
 }
 
 base=""
-for service in balancer:nginx prometheus:prometheus; do
+for service in balancer:haproxy prometheus:prometheus; do
     image=$(qualified "$(compose_image "${service%%:*}")")
     label='{{index .Labels "org.longenc.stand-in"}}'
     if podman image exists "$image" \
@@ -37,7 +37,7 @@ for service in balancer:nginx prometheus:prometheus; do
         echo "stand-in: $image is the real one, pulled" >&2
         continue
     fi
-    [ -n "$base" ] || base=$(DEBIAN_SUITE=sid ../base-image.sh localhost/longenc-base:debian-sid)
+    [ -n "$base" ] || base=$(../base-image.sh localhost/longenc-base:debian-bookworm)
     echo "stand-in: building $image from Debian's ${service#*:}" >&2
     podman build --format docker --build-arg "BASE_IMAGE=$base" \
         -f "${service#*:}.Containerfile" --tag "$image" .
