@@ -4,6 +4,8 @@
     python -m benchmarks.attention --sizes 1024 2048 --reps 1 --output /tmp/attn   # a smoke run
     python -m benchmarks.attention --sizes 1024 4096 16384 --dtypes float32 \
         --suffix _engine                                 # a reduced run
+    python -m benchmarks.attention --sizes 16384 --modes dense bigbird routing \
+        --output /tmp/attn                               # a quick check of a few modes
 
 Writes benchmarks/results/attention_<device>.json and .png (device: "cpu" or the GPU's name).
 
@@ -23,7 +25,14 @@ Method
   `useful_pairs`; routing at its (1 + r)·b keys per query), n² for threshold (it scores every
   pair), n·m for performer and nystrom. Efficiency = useful FLOP/s ÷ dense SDPA's FLOP/s at the
   same n and dtype in the same run; speed-up = dense time ÷ mode time. Dense above --dense-max-n
-  is not run; then speed-up and efficiency are null ("not measured"), never extrapolated.
+  and the other O(n²) modes (topk, threshold) above --quadratic-max-n are not run: the JSON
+  keeps a record for each with `not_run` saying why, and speed-up and efficiency are null ("not
+  measured") for every mode at that n, never extrapolated.
+- --interleave-dense: each case process also times dense SDPA on the same inputs, alternating
+  with the mode's calls, and the ratios use that dense time (`dense_time_s`): on a CPU shared
+  with other work, load drifts over minutes, and a dense case measured at another moment can
+  move every ratio of its n by 2×.
+- Peak extra memory is also reported as a multiple of q's bytes (`extra_per_q_bytes`).
 - Tile waste (sliding_window, CPU): 1 - allowed pairs ÷ pairs the kernel computes, from the
   kernel's own tile plan.
 - Shared CPUs: case processes run with OMP_WAIT_POLICY=passive unless --omp-wait-policy says
@@ -51,7 +60,7 @@ from pathlib import Path
 
 import torch
 
-from sparse_core import AttentionSpec, attend
+from sparse_core import MODES, AttentionSpec, attend
 from sparse_core._window_tiles import allowed_pairs, plan, tile_size
 
 RESULTS = Path(__file__).parent / "results"
@@ -190,24 +199,37 @@ def run_case(case: dict) -> dict:
     )
     cuda = device.startswith("cuda")
 
-    def call() -> None:
-        attend(q, k, v, spec)
+    def call(which: AttentionSpec = spec) -> None:
+        attend(q, k, v, which)
         if cuda:
             torch.cuda.synchronize()
 
+    # --interleave-dense: dense SDPA timed in this process between the mode's calls, so that
+    # both see the same machine load (a shared CPU's load drifts over a run's minutes)
+    dense = AttentionSpec("dense") if case.get("interleave_dense") else None
     with torch.inference_mode():
         warm = q[:, :, : min(n, 1024)].contiguous()
         attend(warm, warm, warm, spec)  # load kernels, start thread pools, take the same path
         peak = _peak_extra_cuda(call) if cuda else _peak_extra_cpu(call)
         times: list[float] = []
+        dense_times: list[float] = []
         started = time.perf_counter()
         while len(times) < case["reps"]:
-            tick = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - tick)
+            for which, spent in ((spec, times), (dense, dense_times)):
+                if which is not None:
+                    tick = time.perf_counter()
+                    call(which)
+                    spent.append(time.perf_counter() - tick)
             if time.perf_counter() - started > case["case_seconds"]:
                 break
     pairs = useful_pairs(spec, n) * batch * heads
+    if dense is not None:
+        case = {
+            **case,
+            "dense_time_s": statistics.median(dense_times),
+            "dense_times_s": dense_times,
+            "dense_flops": 4 * head_dim * n * n * batch * heads,
+        }
     return {
         **case,
         "spec": spec.to_dict(),
@@ -236,11 +258,28 @@ def measure(case: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def not_run_reason(mode: str, n: int, args: argparse.Namespace) -> str | None:
+    """Why a (mode, n) case is skipped, or None: O(n²) kernels above their length limits."""
+    if mode == "dense" and n > args.dense_max_n:
+        times = (n / args.dense_max_n) ** 2
+        return (
+            f"dense SDPA scores all n² pairs: at n={n} a call takes ~{times:.0f}× its"
+            f" n={args.dense_max_n} time on this device (--dense-max-n)"
+        )
+    if mode != "dense" and MODES[mode].pairwise and n > args.quadratic_max_n:
+        return f"{mode} scores all n² pairs; above --quadratic-max-n={args.quadratic_max_n}"
+    return None
+
+
 def add_ratios(results: list[dict]) -> None:
     """Speed-up and efficiency against dense of the same n and dtype; None where not measured."""
     dense = {(r["n"], r["dtype"]): r for r in results if r["mode"] == "dense" and "time_s" in r}
     for record in results:
+        if "time_s" in record:
+            record["extra_per_q_bytes"] = record["peak_extra_bytes"] / record["q_bytes"]
         base = dense.get((record["n"], record["dtype"]))
+        if "dense_time_s" in record:  # dense timed beside the mode, in its process
+            base = {"time_s": record["dense_time_s"], "useful_flops": record["dense_flops"]}
         ok = base is not None and "time_s" in record
         record["speedup_vs_dense"] = base["time_s"] / record["time_s"] if ok else None
         record["efficiency"] = (
@@ -302,6 +341,9 @@ def print_table(results: list[dict]) -> None:
     header = "mode            dtype     n       time_s   peak_MiB  xq_bytes  speedup  effic  waste"
     print(header)
     for r in results:
+        if "not_run" in r:
+            print(f"{r['mode']:15} {r['dtype']:9} {r['n']:<7} not run: {r['not_run']}")
+            continue
         if "time_s" not in r:
             print(f"{r['mode']:15} {r['dtype']:9} {r['n']:<7} error: {r.get('error')}")
             continue
@@ -343,6 +385,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=65536 if cuda else 16384,
         help="largest n at which dense SDPA is run; above it dense is not measured",
+    )
+    parser.add_argument(
+        "--quadratic-max-n",
+        type=int,
+        default=65536 if cuda else 16384,
+        help="largest n at which topk and threshold (O(n²) scores) are run",
+    )
+    parser.add_argument(
+        "--interleave-dense",
+        action="store_true",
+        help="time dense SDPA between each mode's calls in the mode's own process and take "
+        "speed-up and efficiency from those pairs (a shared machine's load drifts)",
     )
     parser.add_argument(
         "--omp-wait-policy",
@@ -387,7 +441,10 @@ def main(argv: list[str] | None = None) -> None:
     for dtype in args.dtypes:
         for n in args.sizes:
             for mode in args.modes:
-                if mode == "dense" and n > args.dense_max_n:
+                reason = not_run_reason(mode, n, args)
+                if reason:
+                    results.append({"mode": mode, "n": n, "dtype": dtype, "not_run": reason})
+                    print(f"{mode:15} {dtype:9} n={n:<7} not run: {reason}", flush=True)
                     continue
                 case = {
                     "mode": mode,
@@ -401,6 +458,8 @@ def main(argv: list[str] | None = None) -> None:
                     "case_seconds": args.case_seconds,
                     "omp_wait_policy": args.omp_wait_policy,
                 }
+                if args.interleave_dense and mode != "dense" and n <= args.dense_max_n:
+                    case["interleave_dense"] = True
                 results.append(measure(case))
                 record = results[-1]
                 shown = f"{record['time_s']:.4f} s" if "time_s" in record else record["error"]
@@ -417,6 +476,9 @@ def main(argv: list[str] | None = None) -> None:
         "shape": {"batch": args.batch, "heads": args.heads, "head_dim": args.head_dim},
         "specs": SPECS,
         "dense_max_n": args.dense_max_n,
+        "quadratic_max_n": args.quadratic_max_n,
+        "sizes": args.sizes,
+        "dtypes": args.dtypes,
         "not_measured": "speedup_vs_dense / efficiency are null where dense was not run",
         "results": results,
     }

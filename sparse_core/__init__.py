@@ -7,7 +7,9 @@ Layout: `mode.py` (what a mode and a parameter are), `registry.py` (the mode tab
 per mode (`dense.py` … `nystrom.py`), the pattern engine (`pattern.py`: predicates and key-block
 lists, `patterns/`: the primitives modes are unions of, `executor.py`: the CPU block-sparse
 executor, `flex.py`: FlexAttention BlockMasks on CUDA, `engine.py`: which of the two runs) and
-`reference.py` (the oracle, for tests).
+`reference.py` (the oracle, for tests). On CPU, global_window, strided, fixed and dilated run
+their own paths on strided views (`_views.py`), merging disjoint key sets by their log-sum-exp
+(`_lse.py`); bigbird and routing run the executor.
 """
 
 from sparse_core.attend import attend

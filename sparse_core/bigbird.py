@@ -32,7 +32,7 @@ def bigbird_pattern(
             table[b, 0, :own] = random_blocks(
                 spec.seed, own, reach, spec.global_blocks, spec.random_blocks, q.device
             )
-    table = table.expand(-1, q.shape[1], -1, -1)  # (B, H, nb, r), the same for every head
+    # (B, 1, nb, r): the same for every head, so the lists stay one per sequence, not per head
     return (
         Band(size, reach, q.device)
         | Global(size, spec.global_blocks, q.device)

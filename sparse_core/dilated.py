@@ -3,23 +3,27 @@
 
 On CPU the keys a query may see are exactly its own residue class mod d, so the pattern is d
 sliding windows of span w, one over each class (every d-th token from r): the tiled
-sliding-window kernel runs on strided views of each class, no pair is wasted. On CUDA,
-FlexAttention runs the pattern's block lists.
+sliding-window kernel runs on strided views of each class, reading q, k, v and writing the
+output in place (no copy of the sequence), and no pair is wasted. On CUDA, FlexAttention runs
+the pattern's block lists.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from sparse_core._views import class_view
 from sparse_core.engine import attend_pattern
 from sparse_core.executor import DEFAULT_BLOCK
 from sparse_core.flex import flex_applies
 from sparse_core.mode import MAX_DILATION, Mode, Param
 from sparse_core.pattern import Pattern
 from sparse_core.patterns import Dilated
-from sparse_core.sliding_window import tiled_sliding_window
+from sparse_core.sliding_window import band_sequence
 from sparse_core.spec import AttentionSpec
+
+# Elements of each of q, k, v copied per call into (head, class)-major order (4 MiB in float32).
+COPY_BUDGET = 1 << 20
 
 
 def dilated_pattern(
@@ -37,51 +41,56 @@ def dilated_attention(
 ) -> torch.Tensor:
     """(B, H, n, D) -> (B, H, n, D) in O(n·w); padded rows zero. On CPU, one sequence at a
     time: its residue classes become extra heads of a tiled sliding window (see
-    `residue_classes`)."""
+    `sequence_dilated`)."""
     if flex_applies(q):
         return attend_pattern(q, k, v, spec, lengths, dilated_pattern)
     batch, _, n, _ = q.shape
     valid = [n] * batch if lengths is None else lengths.clamp(0, n).tolist()
-    out = torch.zeros_like(q, memory_format=torch.contiguous_format)
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
     for b, length in enumerate(valid):
+        out[b, :, length:] = 0  # padded query rows
         if length:
-            rows = slice(0, length)
-            out[b, :, rows] = sequence_dilated(
-                q[b, :, rows], k[b, :, rows], v[b, :, rows], spec.window, spec.dilation
-            )
+            sequence_dilated(q[b], k[b], v[b], length, spec.window, spec.dilation, out[b])
     return out
 
 
 def sequence_dilated(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int, dilation: int
-) -> torch.Tensor:
-    """One unpadded sequence, (H, L, D) each -> (H, L, D).
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    length: int,
+    window: int,
+    dilation: int,
+    out: torch.Tensor,
+) -> None:
+    """Writes rows [0, length) of `out` (H, n, D) for one sequence's (H, n, D) q, k, v.
 
     Class r holds positions r, r + d, ...: with A = ⌈L / d⌉, the first L - (A - 1)·d classes
-    hold A positions and the rest A - 1. Each group of equal-length classes is one batch-of-one
-    sliding window whose heads are (head, class) pairs, so the work is two kernel calls whatever
-    d is, not one per class.
+    hold A positions and the rest A - 1. Each group of equal-length classes is one tiled
+    sliding window whose heads are (head, class) pairs, taken from strided views
+    (`class_view`) a few heads at a time: copies of at most COPY_BUDGET elements, so that the
+    work is a few kernel calls whatever d is, not one per class, and the extra memory does not
+    grow with the sequence.
     """
-    heads, length, head_dim = q.shape
+    heads, _, head_dim = q.shape
     span = -(-length // dilation)  # A
     longer = length - (span - 1) * dilation  # classes holding A positions
-
-    def classes(t: torch.Tensor) -> torch.Tensor:  # (H, L, D) -> (H, d, A, D)
-        padded = F.pad(t, (0, 0, 0, span * dilation - length))  # (H, A·d, D)
-        return padded.view(heads, span, dilation, head_dim).transpose(1, 2)
-
-    q_c, k_c, v_c = classes(q), classes(k), classes(v)
-    out = torch.zeros_like(q_c)  # (H, d, A, D)
-    for group, size in ((slice(0, longer), span), (slice(longer, dilation), span - 1)):
-        count = len(range(dilation)[group])
+    for first, count, size in ((0, longer, span), (longer, dilation - longer, span - 1)):
         if count == 0 or size == 0:
             continue
-        picked = [
-            t[:, group, :size].reshape(1, heads * count, size, head_dim) for t in (q_c, k_c, v_c)
-        ]
-        result = tiled_sliding_window(*picked, window)  # (1, H·count, size, D)
-        out[:, group, :size] = result.view(heads, count, size, head_dim)
-    return out.transpose(1, 2).reshape(heads, span * dilation, head_dim)[:, :length]
+        step = max(1, COPY_BUDGET // (count * size * head_dim))  # heads per call
+        for head in range(0, heads, step):
+            picked = slice(head, min(heads, head + step))
+            views = [class_view(t[picked], first, count, size, dilation) for t in (q, k, v, out)]
+            rows = views[0].shape[0] * count  # (heads, class) pairs
+            result = torch.empty((rows, size, head_dim), dtype=q.dtype, device=q.device)
+            band_sequence(
+                *(view.reshape(rows, size, head_dim) for view in views[:3]),
+                size,
+                window // 2,
+                result,
+            )
+            views[3].copy_(result.view(views[3].shape))
 
 
 def dilated_cost(spec: AttentionSpec, length: int) -> int:

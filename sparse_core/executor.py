@@ -2,8 +2,9 @@
 
 One sequence at a time, over its valid tokens (so that an input's result never depends on its
 batch). Query blocks are grouped by how many key blocks they list; a group's listed key blocks
-are gathered by block index (one copy of the keys each query block uses) and the group runs as one
-SDPA call, (G, H, T, D) queries against (G, H, c·T, D) keys. A mask is built only for groups that
+are gathered by block index (index_select of whole T·D runs into one workspace reused by every
+group: fresh buffers would page-fault in at each group) and the group runs as one SDPA call,
+(G, H, T, D) queries against (G, H, c·T, D) keys. A mask is built only for groups that
 list a partial block or the block the sequence ends in; elsewhere SDPA runs unmasked. No
 torch.compile, nothing n×n.
 """
@@ -90,16 +91,28 @@ def _run_sequence(
         result_blocks = torch.zeros(
             (heads, query_blocks, size, head_dim), dtype=q.dtype, device=q.device
         )  # (H, nq, T, D)
+    # One workspace for every group's gathered keys and values: fresh multi-MB tensors per group
+    # would each page-fault in, which took as long as the gathers' copying itself.
+    workspace = torch.empty(GATHER_BUDGET, dtype=q.dtype, device=q.device)
     for count in counts.unique().tolist():
         if count == 0:
             continue
         head_ids, block_ids = (counts == count).nonzero(as_tuple=True)  # items of this count
+        run = None if per_head else _affine_run(indices[0, block_ids, :count])
+        if run is not None:  # every item's keys one view of the sequence: nothing gathered
+            _run_group(
+                *blocked, result_blocks, workspace, b, length, mask_mod, None, block_ids,
+                indices[0, block_ids, :count], full[0, block_ids, :count], run,
+            )  # fmt: skip
+            continue
         per_item = (1 if per_head else heads) * count * size * head_dim
         chunk = max(1, GATHER_BUDGET // (2 * per_item))
+        if chunk * 2 * per_item > workspace.numel():  # one item over the budget: its own buffer
+            workspace = torch.empty(chunk * 2 * per_item, dtype=q.dtype, device=q.device)
         for start in range(0, len(block_ids), chunk):
             items = slice(start, start + chunk)
             _run_group(
-                *blocked, result_blocks, b, length, mask_mod,
+                *blocked, result_blocks, workspace, b, length, mask_mod,
                 head_ids[items] if per_head else None,
                 block_ids[items],
                 indices[head_ids[items], block_ids[items], :count],
@@ -107,6 +120,31 @@ def _run_sequence(
             )  # fmt: skip
     if length % size:
         out[b, :, :length] = result_blocks.flatten(1, 2)[:, :length]
+
+
+def _affine_run(key_blocks: torch.Tensor) -> tuple[int, int] | None:
+    """(first, step) when item g's listed blocks (key_blocks: (G, c)) are the consecutive run
+    from first + g·step, step >= 0 (global rows listing every block, a band's interior), so
+    that their keys are one strided view; else None."""
+    if key_blocks.shape[1] > 1 and not bool((key_blocks.diff(dim=1) == 1).all()):
+        return None
+    starts = key_blocks[:, 0]
+    steps = starts.diff()
+    step = int(steps[0]) if len(steps) else 0
+    if step < 0 or not bool((steps == step).all()):
+        return None
+    return int(starts[0]), step
+
+
+def _run_view(x: torch.Tensor, items: int, count: int, run: tuple[int, int]) -> torch.Tensor:
+    """(H, nq, T, D) blocks -> (H, G, c·T, D): item g's blocks first + g·step ... + c - 1."""
+    first, step = run
+    heads, _, size, head_dim = x.shape
+    return x.as_strided(
+        (heads, items, count * size, head_dim),
+        (x.stride(0), step * x.stride(1), x.stride(2), x.stride(3)),
+        x.storage_offset() + first * x.stride(1),
+    )
 
 
 def _blocks(x: torch.Tensor, length: int, size: int) -> torch.Tensor:
@@ -123,6 +161,7 @@ def _run_group(
     k: torch.Tensor,
     v: torch.Tensor,
     out: torch.Tensor,
+    workspace: torch.Tensor,
     b: int,
     length: int,
     mask_mod: MaskMod,
@@ -130,10 +169,12 @@ def _run_group(
     block_ids: torch.Tensor,
     key_blocks: torch.Tensor,
     key_full: torch.Tensor,
+    run: tuple[int, int] | None = None,
 ) -> None:
     """One SDPA call: G query blocks (block_ids (G,)) against their c listed key blocks each
     (key_blocks, key_full: (G, c)); head_ids (G,) when lists differ per head, else all heads.
-    q, k, v, out: (H, nq, T, D) block views of sequence b."""
+    q, k, v, out: (H, nq, T, D) block views of sequence b. run: see `_affine_run`; the keys
+    are then a view instead of a gathered copy."""
     device, size = q.device, q.shape[2]
     offsets = torch.arange(size, device=device)
     rows = block_ids[:, None] * size + offsets  # (G, T)
@@ -147,23 +188,63 @@ def _run_group(
         # Items lead and heads follow, (G, H, T, D), so that the (G, 1, T, c·T) mask broadcasts
         # over heads: with heads leading, torch's CPU SDPA took 4-5× as long for the same mask.
         mask = mask[:, None]
+    heads, blocks, _, head_dim = q.shape
+    items, count = key_blocks.shape
+    per_head = 1 if head_ids is not None else heads
+    gathered = workspace[: 2 * per_head * items * count * size * head_dim]
     if head_ids is None:
-        heads, _, _, head_dim = q.shape
-        queries = q[:, block_ids].transpose(0, 1)  # (G, H, T, D)
+        queries = q.index_select(1, block_ids)  # (H, G, T, D)
         picked = key_blocks.flatten()  # (G·c,)
-        gathered_k, gathered_v = (
-            t[:, picked].unflatten(1, key_blocks.shape).flatten(2, 3).transpose(0, 1)
-            for t in (k, v)
-        )  # (G, H, c·T, D)
-        result = F.scaled_dot_product_attention(queries, gathered_k, gathered_v, attn_mask=mask)
-        out[:, block_ids] = result.transpose(0, 1)  # (H, G, T, D)
+        shape = (heads, items * count, size, head_dim)
+        if run is not None:
+            gathered_k, gathered_v = (_run_view(t, items, count, run) for t in (k, v))
+        else:
+            gathered_k, gathered_v = (
+                torch.index_select(t, 1, picked, out=part.view(shape)).view(
+                    heads, items, count * size, head_dim
+                )
+                for t, part in zip((k, v), gathered.chunk(2), strict=True)
+            )  # (H, G, c·T, D)
+        # items lead, (G, H, T, D), so that a (G, 1, T, c·T) mask broadcasts over heads
+        result = F.scaled_dot_product_attention(
+            *(t.transpose(0, 1) for t in (queries, gathered_k, gathered_v)), attn_mask=mask
+        ).transpose(0, 1)
+        out.index_copy_(1, block_ids, result)  # (H, G, T, D)
     else:
-        queries = q[head_ids, block_ids][:, None]  # (G, 1, T, D)
+        flat = [_flat_blocks(t) for t in (q, k, v, out)]
+        if any(view is None for view in flat):  # a layout whose blocks are not T·D runs
+            queries = q[head_ids, block_ids][:, None]  # (G, 1, T, D)
+            gathered_k, gathered_v = (
+                t[head_ids[:, None], key_blocks].flatten(1, 2)[:, None] for t in (k, v)
+            )  # (G, 1, c·T, D)
+            result = F.scaled_dot_product_attention(queries, gathered_k, gathered_v, attn_mask=mask)
+            out[head_ids, block_ids] = result[:, 0]
+            return
+        (q_flat, q_step), (k_flat, k_step), (v_flat, v_step), (out_flat, out_step) = flat
+        queries = q_flat.index_select(0, head_ids * q_step + block_ids)[:, None]  # (G, 1, T, D)
+        shape = (items * count, size, head_dim)
         gathered_k, gathered_v = (
-            t[head_ids[:, None], key_blocks].flatten(1, 2)[:, None] for t in (k, v)
+            torch.index_select(
+                t, 0, (head_ids[:, None] * step + key_blocks).flatten(), out=part.view(shape)
+            ).view(items, 1, count * size, head_dim)
+            for (t, step), part in zip(
+                ((k_flat, k_step), (v_flat, v_step)), gathered.chunk(2), strict=True
+            )
         )  # (G, 1, c·T, D)
         result = F.scaled_dot_product_attention(queries, gathered_k, gathered_v, attn_mask=mask)
-        out[head_ids, block_ids] = result[:, 0]
+        out_flat.index_copy_(0, head_ids * out_step + block_ids, result[:, 0])
+
+
+def _flat_blocks(x: torch.Tensor) -> tuple[torch.Tensor, int] | None:
+    """(H, nq, T, D) blocks as one (R, T, D) view and the step h·step + t between heads, or
+    None when a block is not one contiguous T·D run or heads are not whole blocks apart."""
+    heads, blocks, size, head_dim = x.shape
+    run = size * head_dim
+    if x.stride()[1:] != (run, head_dim, 1) or x.stride(0) % run:
+        return None
+    step = x.stride(0) // run
+    rows = (heads - 1) * step + blocks
+    return x.as_strided((rows, size, head_dim), (run, head_dim, 1)), step
 
 
 def _allowed(

@@ -52,18 +52,17 @@ def performer_attention(
         if length:
             rows = slice(0, length)
             out[b, :, rows] = sequence_performer(
-                q[b, :, rows].to(compute),
-                k[b, :, rows].to(compute),
-                v[b, :, rows].to(compute),
-                weights,
-            ).to(q.dtype)
+                q[b, :, rows], k[b, :, rows], v[b, :, rows], weights
+            )
     return out
 
 
 def sequence_performer(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
-    """FAVOR+ on one sequence, (H, L, D) each, W: (m, D). Returns (H, L, D).
+    """FAVOR+ on one sequence, (H, L, D) each, W: (m, D) in the compute dtype (float32 for
+    half-precision inputs, which are converted a chunk at a time). Returns (H, L, D) in q's
+    dtype.
 
     In chunks of CHUNK_ROWS rows, so that the (H, rows, m) feature maps, m/D times larger than
     q, stay in cache instead of streaming through memory (the kernel is memory-bound otherwise).
@@ -71,30 +70,40 @@ def sequence_performer(
     Wk' - |k'|²/2 (sums so far are rescaled when it grows), is subtracted: a common factor of
     numerator and denominator. For queries the term -|q'|²/2 and the row's largest Wq' are
     per-row factors, which cancel in the ratio, so they are subtracted too; so does 1/√m.
+    The values carry a column of ones, so that one GEMM gives φ(K)ᵀV and φ(K)ᵀ1 together, and
+    one more φ(Q)'s numerators and denominators.
     """
     heads, length, head_dim = q.shape
+    compute = weights.dtype
+    features = weights.shape[0]
     scale = head_dim**-0.25
-    projection_t = weights.T.contiguous()  # (D, m)
-    summary = q.new_zeros(heads, weights.shape[0], head_dim)  # φ(K)ᵀV: (H, m, D)
-    normaliser = q.new_zeros(heads, weights.shape[0], 1)  # φ(K)ᵀ1: (H, m, 1)
-    largest = torch.full((heads, 1, 1), float("-inf"), dtype=q.dtype, device=q.device)
+    projection_t = (weights.T * scale).expand(heads, head_dim, features)  # (H, D, m): W x'
+    # φ(K)ᵀ[V | 1]: the last column is the normaliser φ(K)ᵀ1, from the same GEMM
+    summary = weights.new_zeros(heads, features, head_dim + 1)  # (H, m, D + 1)
+    largest = torch.full((heads, 1, 1), float("-inf"), dtype=compute, device=q.device)
+    values = torch.empty(
+        (heads, min(length, CHUNK_ROWS), head_dim + 1), dtype=compute, device=q.device
+    )
+    values[..., head_dim] = 1
     for start in range(0, length, CHUNK_ROWS):
-        keys = k[:, start : start + CHUNK_ROWS] * scale  # (H, c, D)
-        logits = keys @ projection_t - keys.square().sum(-1, keepdim=True) / 2  # (H, c, m)
+        keys = k[:, start : start + CHUNK_ROWS].to(compute)  # (H, c, D)
+        rows = keys.shape[1]
+        half_norm = keys.square().sum(-1, keepdim=True).mul_(-0.5 * scale * scale)  # -|k'|²/2
+        logits = torch.baddbmm(half_norm, keys, projection_t)  # (H, c, m)
         grown = torch.maximum(largest, logits.amax(dim=(-2, -1), keepdim=True))
-        rescale = (largest - grown).exp()  # 0 on the first chunk (exp(-inf))
+        rescale = (largest - grown).exp_()  # 0 on the first chunk (exp(-inf))
         largest = grown
-        features = (logits - largest).exp_()
-        summary = summary * rescale + features.transpose(-2, -1) @ v[:, start : start + CHUNK_ROWS]
-        normaliser = normaliser * rescale + features.sum(dim=-2)[..., None]
-    out = torch.empty_like(q)
-    tiny = torch.finfo(q.dtype).tiny
+        weights_k = logits.sub_(largest).exp_()
+        values[:, :rows, :head_dim] = v[:, start : start + CHUNK_ROWS]
+        summary.mul_(rescale).baddbmm_(weights_k.transpose(-2, -1), values[:, :rows])
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    tiny = torch.finfo(compute).tiny
     for start in range(0, length, CHUNK_ROWS):
         rows = slice(start, start + CHUNK_ROWS)
-        logits = (q[:, rows] * scale) @ projection_t  # (H, c, m)
-        features = (logits - logits.amax(dim=-1, keepdim=True)).exp_()
-        denominator = (features @ normaliser).clamp_(min=tiny)  # (H, c, 1)
-        out[:, rows] = (features @ summary) / denominator
+        logits = torch.bmm(q[:, rows].to(compute), projection_t)  # (H, c, m)
+        weights_q = logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
+        summed = torch.bmm(weights_q, summary)  # (H, c, D + 1): numerator and denominator
+        out[:, rows] = summed[..., :head_dim] / summed[..., head_dim:].clamp_(min=tiny)
     return out
 
 

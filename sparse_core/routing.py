@@ -25,25 +25,56 @@ def routed_blocks(q: torch.Tensor, k: torch.Tensor, size: int, count: int) -> to
     same for every dtype the scores are exact in, and ties resolve by a stable sort."""
     heads, length, head_dim = q.shape
     blocks = -(-length // size)
-    block_of = torch.arange(length, device=q.device) // size  # (L,)
-    # (H, nb, D) sums, in float64 a chunk of rows at a time: no float64 copy of the sequence,
-    # and no padding to whole blocks (b may be far beyond L)
-    sums = [
-        torch.zeros(heads, blocks, head_dim, dtype=torch.float64, device=q.device) for _ in "qk"
-    ]
-    for start in range(0, length, SUM_ROWS):
-        rows = slice(start, start + SUM_ROWS)
-        for total, t in zip(sums, (q, k), strict=True):
-            total.index_add_(1, block_of[rows], t[:, rows].to(torch.float64))
     counts = torch.full((blocks,), size, dtype=torch.float64, device=q.device)
     counts[-1] = length - (blocks - 1) * size  # the last block's valid tokens
-    query_means, key_means = (total / counts[:, None] for total in sums)
-    scores = query_means @ key_means.transpose(-2, -1)  # (H, nb, nb)
+    query_means, key_means = (block_sums(t, length, size) / counts[:, None] for t in (q, k))
     own = torch.arange(blocks, device=q.device)
-    scores[:, own, own] = float("-inf")  # the own block is always in; pick r others
     others = min(count, blocks - 1)
-    order = scores.sort(dim=-1, descending=True, stable=True).indices[..., :others]
-    return torch.cat((own[None, :, None].expand(heads, blocks, 1), order), dim=-1)
+    chosen = torch.empty((heads, blocks, 1 + others), dtype=torch.int64, device=q.device)
+    chosen[..., 0] = own
+    for head in range(heads):  # one (nb, nb) score matrix at a time: nb² grows as (L / b)²
+        scores = query_means[head] @ key_means[head].T  # (nb, nb)
+        scores[own, own] = float("-inf")  # the own block is always in; pick r others
+        chosen[head, :, 1:] = best_columns(scores, others)
+    return chosen
+
+
+def block_sums(x: torch.Tensor, length: int, size: int) -> torch.Tensor:
+    """(H, L, D) -> (H, nb, D) float64 sums over blocks of `size` rows (the last one short).
+
+    About SUM_ROWS rows converted to float64 at a time: no float64 copy of the sequence, and
+    no padding to whole blocks (b may be far beyond L)."""
+    heads, _, head_dim = x.shape
+    blocks = -(-length // size)
+    sums = torch.zeros(heads, blocks, head_dim, dtype=torch.float64, device=x.device)
+    whole = length // size if size <= SUM_ROWS else 0  # blocks summed as (rows, b) views
+    step = max(1, SUM_ROWS // size)
+    for first in range(0, whole, step):
+        stop = min(whole, first + step)
+        rows = x[:, first * size : stop * size].to(torch.float64)  # (H, (stop - first)·b, D)
+        sums[:, first:stop] = rows.view(heads, stop - first, size, head_dim).sum(dim=2)
+    for block in range(whole, blocks):  # larger blocks, and the last short one
+        for start in range(block * size, min(length, block * size + size), SUM_ROWS):
+            stop = min(length, block * size + size, start + SUM_ROWS)
+            sums[:, block] += x[:, start:stop].to(torch.float64).sum(dim=1)
+    return sums
+
+
+def best_columns(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """(..., m) -> (..., count) int64: the columns of the `count` largest scores of each row,
+    best first, ties to the lower column (a stable descending sort's first `count`), found with
+    topk instead of sorting every row."""
+    if count == 0:
+        return scores.new_zeros((*scores.shape[:-1], 0), dtype=torch.int64)
+    cut = scores.topk(count, dim=-1).values[..., -1:]  # (..., 1) the count-th largest
+    above = scores > cut
+    tied = scores == cut
+    wanted = count - above.sum(dim=-1, keepdim=True)  # ties to take, lowest columns first
+    chosen = above | (tied & (tied.cumsum(dim=-1) <= wanted))  # exactly `count` per row
+    columns = chosen.nonzero()[:, -1].view(*scores.shape[:-1], count)  # ascending
+    picked = scores.gather(-1, columns)
+    order = picked.sort(dim=-1, descending=True, stable=True).indices
+    return columns.gather(-1, order)
 
 
 def routing_pattern(

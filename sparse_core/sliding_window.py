@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sparse_core._lse import sdpa_lse
 from sparse_core._window_tiles import plan, tile_size
 from sparse_core.dense import sequence_sdpa
 from sparse_core.flex import flex_applies, flex_pattern
@@ -46,33 +47,75 @@ def tiled_sliding_window(
     """
     batch, _, n, _ = q.shape
     valid = [n] * batch if lengths is None else lengths.clamp(0, n).tolist()
-    tile = tile_size(window)
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     for b in range(batch):
         length = int(valid[b])
         out[b, :, length:] = 0  # padded query rows
-        if length == 0:
-            continue
-        half = min(window // 2, length - 1)
-        qb, kb, vb, ob = q[b], k[b], v[b], out[b]  # (H, n, D)
-        if half == length - 1:  # the window covers every valid key: plain attention
-            ob[:, :length] = sequence_sdpa(qb[:, :length], kb[:, :length], vb[:, :length])
-            continue
-        tiles = plan(length, half, tile)
-        band = _band_bias(tile, half, q.dtype, q.device)  # (T, T + 2h)
-        for first, stop in tiles.interior:
-            rows = slice(first * tile, stop * tile)
-            ob[:, rows] = _interior_run(qb, kb, vb, first, stop - first, tile, half, band)
-        for first, stop in tiles.pieces:
-            start, end = tiles.key_range(first, stop)
-            mask = _piece_bias(first, stop, start, end, half, q.dtype, q.device)
-            ob[:, first:stop] = sequence_sdpa(
-                qb[:, first:stop], kb[:, start:end], vb[:, start:end], mask
-            )
+        if length:
+            band_sequence(q[b], k[b], v[b], length, window // 2, out[b])
     return out
 
 
-def _interior_run(
+def band_sequence(
+    qb: torch.Tensor,
+    kb: torch.Tensor,
+    vb: torch.Tensor,
+    length: int,
+    half: int,
+    out: torch.Tensor,
+    lse: torch.Tensor | None = None,
+) -> None:
+    """|i - j| <= half over the first `length` rows of one sequence's (H, n, D) qb, kb, vb.
+
+    Writes rows [0, length) of `out` (H, n, D), and of `lse` (H, n) float32, each row's
+    log-sum-exp of its scaled scores, when given (for merging with other key sets, see
+    `sparse_core._lse`).
+    """
+    tile = tile_size(2 * half)
+    half = min(half, length - 1)
+    run = _attend if lse is None else _attend_lse
+    if half == length - 1:  # the window covers every valid key: plain attention
+        run(qb[:, :length], kb[:, :length], vb[:, :length], None, out, lse, slice(0, length))
+        return
+    tiles = plan(length, half, tile)
+    band = _band_bias(tile, half, qb.dtype, qb.device)  # (T, T + 2h)
+    for first, stop in tiles.interior:
+        queries, keys, values = _interior_views(qb, kb, vb, first, stop - first, tile, half)
+        run(queries, keys, values, band, out, lse, slice(first * tile, stop * tile))
+    for first, stop in tiles.pieces:
+        start, end = tiles.key_range(first, stop)
+        mask = _piece_bias(first, stop, start, end, half, qb.dtype, qb.device)
+        run(
+            qb[:, first:stop],
+            kb[:, start:end],
+            vb[:, start:end],
+            mask,
+            out,
+            lse,
+            slice(first, stop),
+        )
+
+
+def _attend(queries, keys, values, bias, out, lse, rows: slice) -> None:
+    """One SDPA call, (H, [count,] T, D) or (H, rows, D) inputs, into out[:, rows]."""
+    if queries.dim() == 3:  # a batch of one: see `sequence_sdpa`
+        out[:, rows] = sequence_sdpa(queries, keys, values, bias)
+        return
+    result = F.scaled_dot_product_attention(queries, keys, values, attn_mask=bias)
+    out[:, rows] = result.flatten(1, 2)  # (H, count·T, D)
+
+
+def _attend_lse(queries, keys, values, bias, out, lse, rows: slice) -> None:
+    """`_attend` that also writes each row's log-sum-exp into lse[:, rows]."""
+    if queries.dim() == 3:
+        result, result_lse = sdpa_lse(queries[None], keys[None], values[None], bias=bias)
+        out[:, rows], lse[:, rows] = result[0], result_lse[0]
+        return
+    result, result_lse = sdpa_lse(queries, keys, values, bias=bias)
+    out[:, rows], lse[:, rows] = result.flatten(1, 2), result_lse.flatten(1, 2)
+
+
+def _interior_views(
     qb: torch.Tensor,
     kb: torch.Tensor,
     vb: torch.Tensor,
@@ -80,11 +123,11 @@ def _interior_run(
     count: int,
     tile: int,
     half: int,
-    band: torch.Tensor,
-) -> torch.Tensor:
-    """SDPA over `count` interior tiles from tile `first`; qb, kb, vb: (H, n, D) of one sequence.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`count` interior tiles from tile `first`; qb, kb, vb: (H, n, D) of one sequence.
 
-    Returns (H, count·T, D). The key windows overlap: as_strided views, nothing is copied.
+    Returns queries (H, count, T, D) and keys, values (H, count, T + 2h, D). The key windows
+    overlap: as_strided views, nothing is copied.
     """
     heads, _, head_dim = qb.shape
     span = tile + 2 * half
@@ -100,8 +143,7 @@ def _interior_run(
         )  # (H, count, T + 2h, D), tile c starts T rows after tile c - 1
         for t in (kb, vb)
     )
-    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=band)
-    return out.reshape(heads, count * tile, head_dim)  # (H, count·T, D)
+    return queries, keys, values
 
 
 def _band_bias(tile: int, half: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

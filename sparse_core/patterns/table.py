@@ -13,9 +13,10 @@ MEMBERSHIP_BUDGET = 1 << 24
 
 
 class BlockTable(Pattern):
-    """table: (B, H, nb, r) int64 key-block ids per query block, -1 for an unused slot; B and H
-    may be expanded (stride-0) views. block: the pattern's block size, which the CPU executor
-    uses, so that its lists are the table itself."""
+    """table: (B, H', nb, r) int64 key-block ids per query block, -1 for an unused slot; H' is 1
+    (the same for every head) or the heads; B and H' may be expanded (stride-0) views.
+    block: the pattern's block size, which the CPU executor uses, so that its lists are the
+    table itself."""
 
     def __init__(self, block: int, table: torch.Tensor) -> None:
         self.block_size = block
@@ -39,18 +40,21 @@ class BlockTable(Pattern):
     def mask_mod(self) -> MaskMod:
         table, block = self.table, self._block
         last = table.shape[2] - 1
+        shared = table.shape[1] == 1  # one table for every head (BigBird): read row h = 0
         member = self.membership()
         if member is not None:
 
             def block_table(b, h, q_idx, kv_idx):
                 # indices past n (a padded last block) are clamped to stay inside the table
                 query_block = (q_idx // block).clamp(max=last)
-                return member[b, h, query_block, (kv_idx // block).clamp(max=last + 1)]
+                head = h * 0 if shared else h
+                return member[b, head, query_block, (kv_idx // block).clamp(max=last + 1)]
 
             return block_table
 
         def block_table(b, h, q_idx, kv_idx):
-            row = table[b, h, (q_idx // block).clamp(max=last)]  # (..., r): the key blocks
+            head = h * 0 if shared else h
+            row = table[b, head, (q_idx // block).clamp(max=last)]  # (..., r): the key blocks
             key_block = kv_idx // block
             hit = row[..., 0] == key_block
             for slot in range(1, table.shape[-1]):  # r is small; no reduction under vmap

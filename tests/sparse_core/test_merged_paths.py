@@ -1,0 +1,113 @@
+"""The CPU paths that split a row's keys into disjoint sets and merge them by log-sum-exp
+(global_window, strided, fixed) or run them on strided views (dilated), the merge itself, the
+block-sparse executor on every pattern, and routing's top-k block choice."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sparse_core import (
+    MODES,
+    AttentionSpec,
+    attend,
+    dilated,
+    executor,
+    fixed,
+    global_window,
+    reference_attend,
+    strided,
+)
+from sparse_core._lse import merge_, sdpa_lse
+from sparse_core.routing import best_columns
+from tests.sparse_core.helpers import TOLERANCE, assert_close_on_valid_rows, make_qkv
+
+
+def test_best_columns_is_a_stable_descending_sort_cut_short():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 5, (3, 40, 50), generator=generator).double()  # many ties
+    for count in (0, 1, 4, 49, 50):
+        expected = scores.sort(dim=-1, descending=True, stable=True).indices[..., :count]
+        assert torch.equal(best_columns(scores, count), expected), count
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_merging_two_disjoint_key_sets_is_attention_over_their_union(dtype):
+    q, k, v = make_qkv(37, dtype, batch=1)
+    generator = torch.Generator().manual_seed(1)
+    first = torch.rand(37, 37, generator=generator) < 0.3  # (rows, keys)
+    second = ~first & (torch.rand(37, 37, generator=generator) < 0.5)
+    first[0], second[1] = False, False  # a row empty in each part
+    second[0, 5] = True
+    first[2], second[2] = False, False  # and one empty in both
+    out, lse = sdpa_lse(q, k, v, mask=first)
+    part, part_lse = sdpa_lse(q, k, v, mask=second)
+    assert bool((lse[..., 0] == -math.inf).all()) and bool((part_lse[..., 1] == -math.inf).all())
+    merge_(out, lse, part, part_lse)
+    union = first | second
+    scores = q.double() @ k.double().transpose(-2, -1) / math.sqrt(q.shape[-1])
+    scores = scores.masked_fill(~union, -math.inf)
+    expected = torch.softmax(scores, dim=-1).nan_to_num(0.0) @ v.double()
+    torch.testing.assert_close(out.double(), expected, atol=TOLERANCE[dtype], rtol=0)
+    torch.testing.assert_close(
+        lse[union.any(-1).expand_as(lse)].double(),
+        torch.logsumexp(scores, dim=-1)[union.any(-1).expand_as(lse)],
+        atol=1e-4,
+        rtol=0,
+    )
+    assert bool((lse[..., 2] == -math.inf).all()) and not out[..., 2, :].any()
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        AttentionSpec("global_window", window=8, global_tokens=30),
+        AttentionSpec("global_window", window=40, global_tokens=7),
+        AttentionSpec("strided", stride=3),
+        AttentionSpec("strided", stride=17),
+        AttentionSpec("fixed", block_size=16, summary=5),
+        AttentionSpec("fixed", block_size=7, summary=1),
+        AttentionSpec("dilated", window=6, dilation=4),
+    ],
+    ids=repr,
+)
+def test_merged_paths_in_small_chunks_match_the_reference(spec, monkeypatch):
+    """Chunk sizes cut to a few rows, so that every loop of the CPU paths runs several times
+    and the last piece is short."""
+    monkeypatch.setattr(global_window, "MERGE_ROWS", 5)
+    monkeypatch.setattr(global_window, "MASK_BUDGET", 60)
+    monkeypatch.setattr(strided, "CLASS_ROWS", 6)
+    monkeypatch.setattr(strided, "MASK_BUDGET", 40)
+    monkeypatch.setattr(fixed, "CALL_ROWS", 40)
+    monkeypatch.setattr(dilated, "COPY_BUDGET", 100)  # one head per call
+    q, k, v = make_qkv(203, torch.float32)
+    lengths = torch.tensor([203, 131])
+    out = attend(q, k, v, spec, lengths)
+    expected = reference_attend(q, k, v, spec, lengths)
+    assert_close_on_valid_rows(out, expected, lengths, TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        AttentionSpec("sliding_window", window=40),
+        AttentionSpec("global_window", window=16, global_tokens=3),
+        AttentionSpec("dilated", window=8, dilation=3),
+        AttentionSpec("strided", stride=9),
+        AttentionSpec("fixed", block_size=12, summary=2),
+        AttentionSpec("bigbird", block_size=1, window_blocks=1, global_blocks=0, random_blocks=0),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("block", [None, 16])
+def test_the_block_sparse_executor_runs_every_pattern(spec, block):
+    """The CPU modes above run their own paths; the executor (bigbird and routing on CPU) must
+    still run any pattern, partial blocks, band interiors as views and padding included."""
+    q, k, v = make_qkv(203, torch.float32)
+    lengths = torch.tensor([203, 131])
+    pattern = MODES[spec.mode].pattern(spec, lengths, q, k)
+    out = executor.run_pattern(q, k, v, pattern, lengths, block=block)
+    expected = reference_attend(q, k, v, spec, lengths)
+    assert_close_on_valid_rows(out, expected, lengths, TOLERANCE[torch.float32])
