@@ -3,6 +3,9 @@
 #   make test   install, then lint and run every test
 include make/torch.mk
 
+.PHONY: install install-dev run test lint format bench bench-deps system-deps clean \
+	image image-deps test-image
+
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install --quiet -e .
 	touch $@
@@ -38,10 +41,19 @@ format: install-dev
 test: install-dev system-deps lint
 	$(BIN)/python -m pytest -q -ra
 
-bench: install-dev
+# Debian's wrk: the closed-loop load generator of benchmarks/serving.py.
+bench-deps:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends wrk; }
+
+bench: install-dev bench-deps
 	$(BIN)/python -m benchmarks.attention
 	$(BIN)/python -m benchmarks.fidelity
 	$(BIN)/python -m benchmarks.service
+	$(BIN)/python -m benchmarks.floor
+	$(BIN)/python -m benchmarks.serving
 
 # --- Container image, built and run with podman (make image, make test-image) -----------------
 # IMAGE_BASE is pulled when it can be; otherwise deploy/image/base-image.sh makes a Debian base
