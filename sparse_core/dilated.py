@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from sparse_core._sequences import each_sequence
 from sparse_core._views import class_view
 from sparse_core.engine import attend_pattern
 from sparse_core.executor import DEFAULT_BLOCK
@@ -44,14 +45,13 @@ def dilated_attention(
     `sequence_dilated`)."""
     if flex_applies(q):
         return attend_pattern(q, k, v, spec, lengths, dilated_pattern)
-    batch, _, n, _ = q.shape
-    valid = [n] * batch if lengths is None else lengths.clamp(0, n).tolist()
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    for b, length in enumerate(valid):
-        out[b, :, length:] = 0  # padded query rows
-        if length:
-            sequence_dilated(q[b], k[b], v[b], length, spec.window, spec.dilation, out[b])
-    return out
+    return each_sequence(
+        q,
+        lengths,
+        lambda b, length, out: sequence_dilated(
+            q[b], k[b], v[b], length, spec.window, spec.dilation, out
+        ),
+    )
 
 
 def sequence_dilated(

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from sparse_core._lse import merge_, sdpa_lse
+from sparse_core._sequences import each_sequence
 from sparse_core._views import block_view
 from sparse_core.dense import sequence_sdpa
 from sparse_core.engine import attend_pattern
@@ -51,14 +52,13 @@ def fixed_attention(
     so the cost is O(L·(l + L·c/l)). Padded rows are zeros on CPU."""
     if flex_applies(q):
         return attend_pattern(q, k, v, spec, lengths, fixed_pattern)
-    batch, _, n, _ = q.shape
-    valid = [n] * batch if lengths is None else lengths.clamp(0, n).tolist()
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    for b, length in enumerate(valid):
-        out[b, :, length:] = 0  # padded query rows
-        if length:
-            sequence_fixed(q[b], k[b], v[b], length, spec.block_size, spec.summary, out[b])
-    return out
+    return each_sequence(
+        q,
+        lengths,
+        lambda b, length, out: sequence_fixed(
+            q[b], k[b], v[b], length, spec.block_size, spec.summary, out
+        ),
+    )
 
 
 def sequence_fixed(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from sparse_core._lse import merge_, sdpa_lse
+from sparse_core._sequences import each_sequence
 from sparse_core._window_tiles import MASK_BUDGET
 from sparse_core.dense import sequence_sdpa
 from sparse_core.engine import attend_pattern
@@ -47,16 +48,13 @@ def global_window_attention(
     are zeros on CPU."""
     if flex_applies(q):
         return attend_pattern(q, k, v, spec, lengths, global_window_pattern)
-    batch, _, n, _ = q.shape
-    valid = [n] * batch if lengths is None else lengths.clamp(0, n).tolist()
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    for b, length in enumerate(valid):
-        out[b, :, length:] = 0  # padded query rows
-        if length:
-            sequence_global_window(
-                q[b], k[b], v[b], length, spec.window // 2, spec.global_tokens, out[b]
-            )
-    return out
+    return each_sequence(
+        q,
+        lengths,
+        lambda b, length, out: sequence_global_window(
+            q[b], k[b], v[b], length, spec.window // 2, spec.global_tokens, out
+        ),
+    )
 
 
 def sequence_global_window(

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from sparse_core._lse import sdpa_lse
+from sparse_core._sequences import each_sequence
 from sparse_core._window_tiles import plan, tile_size
 from sparse_core.dense import sequence_sdpa
 from sparse_core.flex import flex_applies, flex_pattern
@@ -45,15 +46,9 @@ def tiled_sliding_window(
     Extra memory is the output plus one SDPA call's: ≤ CHUNK_ROWS rows of output, and for edge
     pieces a mask of ≤ MASK_BUDGET elements (see `sparse_core._window_tiles`).
     """
-    batch, _, n, _ = q.shape
-    valid = [n] * batch if lengths is None else lengths.clamp(0, n).tolist()
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    for b in range(batch):
-        length = int(valid[b])
-        out[b, :, length:] = 0  # padded query rows
-        if length:
-            band_sequence(q[b], k[b], v[b], length, window // 2, out[b])
-    return out
+    return each_sequence(
+        q, lengths, lambda b, length, out: band_sequence(q[b], k[b], v[b], length, window // 2, out)
+    )
 
 
 def band_sequence(

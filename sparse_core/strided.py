@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from sparse_core._lse import merge_, sdpa_lse
+from sparse_core._sequences import each_sequence
 from sparse_core._views import class_view
 from sparse_core._window_tiles import MASK_BUDGET
 from sparse_core.dense import sequence_sdpa
@@ -50,14 +51,11 @@ def strided_attention(
     when l <= the block size (then it costs n²), in about 2n/l blocks per query block otherwise."""
     if flex_applies(q):
         return attend_pattern(q, k, v, spec, lengths, strided_pattern)
-    batch, _, n, _ = q.shape
-    valid = [n] * batch if lengths is None else lengths.clamp(0, n).tolist()
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    for b, length in enumerate(valid):
-        out[b, :, length:] = 0  # padded query rows
-        if length:
-            sequence_strided(q[b], k[b], v[b], length, spec.stride, out[b])
-    return out
+    return each_sequence(
+        q,
+        lengths,
+        lambda b, length, out: sequence_strided(q[b], k[b], v[b], length, spec.stride, out),
+    )
 
 
 def sequence_strided(
