@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from torch.nn.attention.flex_attention import BlockMask
 
 BLOCK = 128  # FlexAttention's default sparse block size
+# Graphs dynamo may keep for flex_attention: one per mask pattern, dtype and batch of 1 or more
+# (dynamo specializes size 1). Torch's default limit of 8 is reached by the fourth pattern, after
+# which every call runs uncompiled and materializes all n² scores.
+GRAPH_LIMIT = 256
 # inductor's flex kernel needs head_dim >= 16
 MIN_HEAD_DIM = 16
 
@@ -83,10 +87,18 @@ def _with_lengths(mask_mod: MaskMod, lengths: torch.Tensor) -> MaskMod:
 
 @functools.cache
 def compiled_flex_attention(backend: str | Callable = "inductor") -> Callable:
-    """flex_attention compiled once per backend, with dynamic batch and sequence sizes."""
+    """flex_attention compiled once per backend, with dynamic batch and sequence sizes, allowed
+    GRAPH_LIMIT graphs (torch's recompile limit is raised for these calls only)."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    return torch.compile(flex_attention, backend=backend, dynamic=True)
+    compiled = torch.compile(flex_attention, backend=backend, dynamic=True)
+
+    @functools.wraps(flex_attention)
+    def call(*args, **kwargs):
+        with torch._dynamo.config.patch(recompile_limit=GRAPH_LIMIT):
+            return compiled(*args, **kwargs)
+
+    return call
 
 
 def flex_pattern(

@@ -126,3 +126,30 @@ def test_mixed_shapes_and_windows_reuse_the_compiled_graphs():
         if seed == len(WARM_UP) - 1:
             assert counter.frame_count == 2
     assert counter.frame_count == 2, "a new length or window recompiled flex_attention"
+
+
+def test_every_mask_pattern_compiles_its_own_graphs_past_torchs_recompile_limit():
+    """Seven mask patterns × two dtypes × batch 1 and 2 need 28 graphs. Torch's default limit of
+    8 was reached by the fourth pattern, after which flex_attention ran uncompiled on every call,
+    materializing n² scores (at 64k tokens more memory than a GPU has)."""
+    counter = CompileCounter()
+    flex = compiled_flex_attention(counter)
+    specs = [
+        AttentionSpec("sliding_window", window=64),
+        AttentionSpec("global_window", window=64, global_tokens=3),
+        AttentionSpec("dilated", window=8, dilation=3),
+        AttentionSpec("strided", stride=7),
+        AttentionSpec("fixed", block_size=20, summary=4),
+        AttentionSpec("bigbird", block_size=16),
+        AttentionSpec("routing", block_size=32, blocks=2),
+    ]
+    combos = [(d, s, b) for d in (torch.float32, torch.bfloat16) for s in specs for b in (1, 2)]
+    for dtype, spec, batch in combos:
+        generator = torch.Generator().manual_seed(batch)
+        q, k, v = (torch.randn(batch, 2, 200, 16, generator=generator) for _ in range(3))
+        lengths = torch.full((batch,), 200)
+        pattern = MODES[spec.mode].pattern(spec, lengths, q, k)
+        out = flex_pattern(q.to(dtype), k.to(dtype), v.to(dtype), pattern, lengths, flex=flex)
+        expected = reference_attend(q, k, v, spec, lengths)
+        assert_close_on_valid_rows(out.float(), expected, lengths, TOLERANCE[dtype])
+    assert counter.frame_count == len(combos)
