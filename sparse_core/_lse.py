@@ -8,7 +8,9 @@ afterwards, instead of one call over a gathered copy of all keys under one mask.
 
 torch's CPU flash kernel returns ℓ beside the output (`_scaled_dot_product_flash_attention_for_cpu`,
 the op `F.scaled_dot_product_attention` runs on CPU); a row whose keys are all masked comes out
-of it as zeros with ℓ = 0, so callers that mask say which rows have no key.
+of it as zeros with ℓ = 0, so callers that mask say which rows have no key. That op exists on CPU
+only: elsewhere (CUDA, where these paths run only for inputs FlexAttention does not take: one
+128-token block, or heads narrower than 16) the scores are formed in float32 and reduced.
 """
 
 from __future__ import annotations
@@ -35,12 +37,28 @@ def sdpa_lse(
     if mask is not None:
         bias = torch.zeros(mask.shape, dtype=torch.float32, device=q.device)
         bias.masked_fill_(~mask, float("-inf"))
-    out, lse = _flash_cpu(q, k, v, attn_mask=bias)
+    if q.device.type == "cpu":
+        out, lse = _flash_cpu(q, k, v, attn_mask=bias)
+    else:
+        out, lse = _scores_lse(q, k, v, bias)
     if mask is not None:
         empty = ~mask.any(dim=-1)  # (B or 1, H or 1, T)
         if bool(empty.any()):
             lse = lse.masked_fill(empty, float("-inf"))
     return out, lse
+
+
+def _scores_lse(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """sdpa_lse by its formula, T × S scores in float32; a row with no allowed key gives 0."""
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
+    if bias is not None:
+        scores = scores + bias
+    lse = torch.logsumexp(scores, dim=-1)  # (B, H, T)
+    finite = lse.masked_fill(lse == float("-inf"), 0.0)  # empty rows: exp(-inf - 0) = 0
+    weights = (scores - finite.unsqueeze(-1)).exp_()
+    return torch.matmul(weights, v.float()).to(q.dtype), lse
 
 
 def merge_(

@@ -51,7 +51,8 @@ def block_attention(
         for rows in _grid_slices(heads * blocks)
     ]
     out = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)  # (B, H·blocks, b, D)
-    out = out.view(batch, heads, padded, head_dim)
+    # reshape: CUDA's memory-efficient kernel returns (B, H·blocks, b, D) with b outermost
+    out = out.reshape(batch, heads, padded, head_dim)
     return out if padded == n else out[:, :, :n].contiguous()
 
 

@@ -130,3 +130,21 @@ def test_non_contiguous_inputs(mode):
     out = attend(q, k, v, spec, lengths)
     expected = reference_attend(q, k, v, spec, lengths)
     assert_close_on_valid_rows(out, expected, lengths, TOLERANCE[torch.float32])
+
+
+def test_block_takes_sdpa_output_in_any_layout(monkeypatch):
+    """CUDA's memory-efficient SDPA returns (B, H·blocks, b, D) with b outermost in memory; the
+    block kernel's unfold must not assume the contiguous layout CPU's kernel returns."""
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def sdpa_with_cuda_layout(q, k, v, attn_mask=None):
+        out = sdpa(q, k, v, attn_mask=attn_mask)
+        return out.transpose(1, 2).contiguous().transpose(1, 2)  # same values, b outermost
+
+    monkeypatch.setattr(block.F, "scaled_dot_product_attention", sdpa_with_cuda_layout)
+    q, k, v = make_qkv(97, torch.float32)
+    lengths = make_lengths(97, "ragged")
+    spec = AttentionSpec("block", block_size=16)
+    out = attend(q, k, v, spec, lengths)
+    expected = reference_attend(q, k, v, spec, lengths)
+    assert_close_on_valid_rows(out, expected, lengths, TOLERANCE[torch.float32])

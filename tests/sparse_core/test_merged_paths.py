@@ -111,3 +111,23 @@ def test_the_block_sparse_executor_runs_every_pattern(spec, block):
     out = executor.run_pattern(q, k, v, pattern, lengths, block=block)
     expected = reference_attend(q, k, v, spec, lengths)
     assert_close_on_valid_rows(out, expected, lengths, TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_scores_form_of_sdpa_lse_matches_the_cpu_flash_kernel(dtype):
+    """Off CPU (CUDA, inputs FlexAttention does not take) sdpa_lse forms the scores itself: the
+    CPU flash op it used everywhere does not exist there. Same output and ℓ, empty rows 0 and
+    -inf, as the CPU kernel gives under the same mask."""
+    from sparse_core._lse import _scores_lse
+
+    generator = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 9, 16, generator=generator).to(dtype) for _ in range(3))
+    mask = torch.rand(2, 1, 9, 9, generator=generator) > 0.5
+    mask[0, 0, 4] = False  # a row with no key
+    expected, expected_lse = sdpa_lse(q, k, v, mask=mask)
+    bias = torch.zeros(mask.shape).masked_fill_(~mask, float("-inf"))
+    out, lse = _scores_lse(q, k, v, bias)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out, expected, atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(lse, expected_lse, atol=1e-4, rtol=1e-4)
+    assert torch.equal(out[0, :, 4], torch.zeros_like(out[0, :, 4]))
