@@ -258,6 +258,17 @@ def measure(case: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def run_here(case: dict) -> dict:
+    """Run `case` in this process; an error (out of memory, say) becomes the record's error."""
+    try:
+        return run_case(case)
+    except Exception as error:  # noqa: BLE001 - reported in the results, the run goes on
+        return {**case, "error": [f"{type(error).__name__}: {error}"[:500]]}
+    finally:
+        if case["device"].startswith("cuda"):
+            torch.cuda.empty_cache()
+
+
 def not_run_reason(mode: str, n: int, args: argparse.Namespace) -> str | None:
     """Why a (mode, n) case is skipped, or None: O(n²) kernels above their length limits."""
     if mode == "dense" and n > args.dense_max_n:
@@ -414,6 +425,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--replot", type=Path, help="redraw the PNG of an existing results JSON and exit"
     )
+    parser.add_argument(
+        "--in-process",
+        action=argparse.BooleanOptionalAction,
+        default=cuda,
+        help="run every case in this process (default on CUDA: compiled FlexAttention graphs are "
+        "reused and memory is read per case from the allocator; on CPU each case gets a fresh "
+        "process so that its peak RSS is its own)",
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case as JSON
     return parser.parse_args(argv)
 
@@ -460,10 +479,21 @@ def main(argv: list[str] | None = None) -> None:
                 }
                 if args.interleave_dense and mode != "dense" and n <= args.dense_max_n:
                     case["interleave_dense"] = True
-                results.append(measure(case))
+                results.append(run_here(case) if args.in_process else measure(case))
                 record = results[-1]
                 shown = f"{record['time_s']:.4f} s" if "time_s" in record else record["error"]
                 print(f"{mode:15} {dtype:9} n={n:<7} {shown}", flush=True)
+                write_report(args, results)  # a run stopped early keeps what it measured
+    stem = write_report(args, results)
+    plot_report(json.loads(stem.with_suffix(".json").read_text()), stem.with_suffix(".png"))
+    add_ratios(results)
+    print_table(results)
+    print(f"wrote {stem}.json and {stem}.png")
+
+
+def write_report(args: argparse.Namespace, results: list[dict]) -> Path:
+    """The results JSON of the cases measured so far; returns its path without the suffix."""
+    results = [dict(record) for record in results]
     add_ratios(results)
     name = device_name(args.device)
     hardware = cpu_model() if name == "cpu" else torch.cuda.get_device_name(args.device)
@@ -485,9 +515,7 @@ def main(argv: list[str] | None = None) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     stem = args.output / f"attention_{name}{args.suffix}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    plot_report(report, stem.with_suffix(".png"))
-    print_table(results)
-    print(f"wrote {stem}.json and {stem}.png")
+    return stem
 
 
 if __name__ == "__main__":

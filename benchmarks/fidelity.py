@@ -660,6 +660,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--documents", type=int, default=None, help="cap per length")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--replot", action="store_true", help="redraw from --out's fidelity.json")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (float32 either way)")
     args = parser.parse_args(argv)
     if args.replot:
         write_outputs(json.loads((args.out / "fidelity.json").read_text()), args.out)
@@ -667,7 +668,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.manual_seed(0)
     encoders = {
-        strategy: load_encoder(device="cpu", dtype=torch.float32, position_extension=strategy)
+        strategy: load_encoder(device=args.device, dtype=torch.float32, position_extension=strategy)
         for strategy in ("copy", "interpolate")
     }
     corpus = build_corpus(encoders["copy"])
@@ -686,24 +687,33 @@ def main(argv: list[str] | None = None) -> None:
         used[n] = [document.name for document in documents]
         rows += measure_length(encoders, documents, n)
         # after every length: a long run stopped early still leaves the lengths it finished
-        report = make_report(encoders["copy"].name, used, rows, time.perf_counter() - started)
+        report = make_report(
+            encoders["copy"].name, used, rows, time.perf_counter() - started, args.device
+        )
         (args.out / "fidelity.json").write_text(json.dumps(report, indent=2) + "\n")
         write_outputs(report, args.out)
     print(table(rows))
 
 
 def make_report(
-    model: str, used: dict[int, list[str]], rows: list[dict[str, object]], seconds: float
+    model: str,
+    used: dict[int, list[str]],
+    rows: list[dict[str, object]],
+    seconds: float,
+    device: str = "cpu",
 ) -> dict[str, object]:
     threads = torch.get_num_threads()
+    cuda = device.startswith("cuda")
     return {
         "model": model,
-        "device": "cpu",
+        "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "dtype": "float32",
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
         "threads": threads,
-        "speed_note": f"{threads} threads, CPU shared with other work",
+        "speed_note": "one GPU, float32 without TF32"
+        if cuda
+        else f"{threads} threads, CPU shared with other work",
         "run_seconds": round(seconds),
         "settings": {
             "pooling": "mean",

@@ -45,6 +45,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.attention import device_name
+
 RESULTS = Path(__file__).parent / "results"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 FLOOR = "floor"
@@ -116,20 +118,27 @@ def keys_per_query(mode: str, n: int) -> float:
 
 
 def forward(model, ids: torch.Tensor, spec) -> float:
+    cuda = ids.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
     started = time.perf_counter()
     with torch.inference_mode():
         model(ids, spec)
+    if cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - started
 
 
-def measure(n: int, dtype: str, modes: list[str], reps: int, ids: list[int]) -> dict:
+def measure(
+    n: int, dtype: str, modes: list[str], reps: int, ids: list[int], device: str = "cpu"
+) -> dict:
     """Interleaved repetitions of the floor and every mode at n tokens in `dtype`."""
     from models import load_encoder
     from sparse_core import AttentionSpec
 
-    encoder = load_encoder(device="cpu", dtype=dtype)
+    encoder = load_encoder(device=device, dtype=dtype)
     model = encoder.model
-    batch = torch.tensor([ids[: n - 1] + ids[-1:]], dtype=torch.long)  # (1, n)
+    batch = torch.tensor([ids[: n - 1] + ids[-1:]], dtype=torch.long, device=device)  # (1, n)
     specs = {mode: AttentionSpec(mode, **SPECS[mode]) for mode in modes}
     dense = AttentionSpec("dense")
     names = [FLOOR, *modes]
@@ -176,13 +185,17 @@ def measure(n: int, dtype: str, modes: list[str], reps: int, ids: list[int]) -> 
     return {"n": n, "dtype": dtype, "modes": rows}
 
 
+def _seconds(value: float) -> str:
+    return f"{value:.2f} s" if value >= 0.1 else f"{value * 1e3:.2f} ms"
+
+
 def markdown(report: dict) -> str:
     """A table: one row per mode, one column per (n, dtype), multiples of the floor."""
     cases = [(case["n"], case["dtype"]) for case in report["cases"]]
     by_case = {(case["n"], case["dtype"]): case["modes"] for case in report["cases"]}
     header = "| mode | " + " | ".join(f"{n // 1024}k {dtype}" for n, dtype in cases) + " |"
     lines = [header, "|---|" + "---:|" * len(cases)]
-    floor_cells = [f"{by_case[case][FLOOR]['median_s']:.2f} s" for case in cases]
+    floor_cells = [_seconds(by_case[case][FLOOR]["median_s"]) for case in cases]
     lines.append("| floor (no attention), time | " + " | ".join(floor_cells) + " |")
     for mode in SPECS:
         cells = []
@@ -208,6 +221,7 @@ def cpu_model() -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--sizes", type=int, nargs="+", default=[8192, 32768])
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=list(DTYPES))
     parser.add_argument("--modes", nargs="+", choices=list(SPECS), default=list(SPECS))
@@ -235,10 +249,11 @@ def main(argv: list[str] | None = None) -> None:
     for n in args.sizes:
         for dtype in args.dtypes:
             modes = [mode for mode in args.modes if mode != "dense" or n <= args.dense_max_n]
-            cases.append(measure(n, dtype, modes, args.reps, ids))
+            cases.append(measure(n, dtype, modes, args.reps, ids, args.device))
+    cuda = args.device.startswith("cuda")
     report = {
-        "device": "cpu",
-        "hardware": cpu_model(),
+        "device": device_name(args.device),
+        "hardware": torch.cuda.get_device_name(args.device) if cuda else cpu_model(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
@@ -253,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
     }
     args.output.mkdir(parents=True, exist_ok=True)
-    stem = args.output / f"floor_cpu{args.suffix}"
+    stem = args.output / f"floor_{report['device']}{args.suffix}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     table = markdown(report)
     stem.with_suffix(".md").write_text(table)
