@@ -16,7 +16,7 @@ from models.patterns import layer_specs, native_patterns
 from models.positions import POSITION_EXTENSIONS
 from models.rotary import Rotary
 from models.rows import TokenRows
-from sparse_core import AttentionSpec
+from sparse_core import AttentionSpec, reuse_block_masks
 
 __all__ = ["Embeddings", "EncoderLayer", "TokenRows", "Transformer"]
 
@@ -133,10 +133,13 @@ class Transformer(nn.Module):
         if len(self.rotaries):
             positions = rows.positions(ids.device)  # (T,)
             tables = [rotary(positions) for rotary in self.rotaries]
-        for layer, layer_spec, table in zip(
-            self.layers, self.layer_specs(spec), self.rotary_of_layer, strict=True
-        ):
-            hidden = layer(hidden, layer_spec, rows, None if table is None else tables[table])
+        # the layers run each spec over the same rows: one FlexAttention block mask per spec
+        with reuse_block_masks():
+            for layer, layer_spec, table in zip(
+                self.layers, self.layer_specs(spec), self.rotary_of_layer, strict=True
+            ):
+                rotary = None if table is None else tables[table]
+                hidden = layer(hidden, layer_spec, rows, rotary)
         if self.final_norm is not None:
             hidden = self.final_norm(hidden)
         return rows.unpack(hidden)  # (B, n, hidden)

@@ -13,6 +13,7 @@ their own paths on strided views (`_views.py`), merging disjoint key sets by the
 """
 
 from sparse_core.attend import attend
+from sparse_core.flex import reuse_block_masks
 from sparse_core.mode import Mode, Param
 from sparse_core.pattern import BlockLists, Pattern
 from sparse_core.reference import reference_attend
@@ -28,4 +29,5 @@ __all__ = [
     "Pattern",
     "attend",
     "reference_attend",
+    "reuse_block_masks",
 ]

@@ -17,13 +17,18 @@ def attend_pattern(
     spec: AttentionSpec,
     lengths: torch.Tensor | None,
     factory: PatternFactory,
+    content_based: bool = False,
 ) -> torch.Tensor:
-    """(B, H, n, D) attention of the pattern `factory` builds for `spec`. Returns (B, H, n, D)."""
+    """(B, H, n, D) attention of the pattern `factory` builds for `spec`. Returns (B, H, n, D).
+
+    content_based: the pattern reads q and k (routing), so its FlexAttention mask is never
+    reused between calls (see `sparse_core.flex.reuse_block_masks`).
+    """
+    if flex_applies(q):
+        key = None if content_based else spec
+        return flex_pattern(q, k, v, lambda full: factory(spec, full, q, k), lengths, reuse_key=key)
     batch, _, n, _ = q.shape
     if lengths is None:
         lengths = torch.full((batch,), n, dtype=torch.int64, device=q.device)
     lengths = lengths.to(q.device, torch.int64).clamp(0, n)
-    pattern = factory(spec, lengths, q, k)
-    if flex_applies(q):
-        return flex_pattern(q, k, v, pattern, lengths)
-    return run_pattern(q, k, v, pattern, lengths)
+    return run_pattern(q, k, v, factory(spec, lengths, q, k), lengths)

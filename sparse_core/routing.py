@@ -102,7 +102,7 @@ def routing_attention(
     lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, H, n, D) -> (B, H, n, D): each query block meets 1 + r key blocks, chosen per head."""
-    return attend_pattern(q, k, v, spec, lengths, routing_pattern)
+    return attend_pattern(q, k, v, spec, lengths, routing_pattern, content_based=True)
 
 
 def routing_cost(spec: AttentionSpec, length: int) -> int:

@@ -30,7 +30,8 @@ def sliding_window_attention(
     `sparse_core._window_tiles`). Rows of padded queries come out as zeros on the tiled path.
     """
     if flex_applies(q):
-        return flex_pattern(q, k, v, Band(1, spec.window // 2, q.device), lengths)
+        band = Band(1, spec.window // 2, q.device)
+        return flex_pattern(q, k, v, band, lengths, reuse_key=spec)
     return tiled_sliding_window(q, k, v, spec.window, lengths)
 
 

@@ -111,3 +111,23 @@ def test_models_without_local_layers_run_the_request_everywhere() -> None:
     block = AttentionSpec("block", block_size=16)
     assert layer_specs(native, block) == [block, block]
     assert layer_specs(native, DENSE) == [DENSE, DENSE]
+
+
+def test_every_layer_of_a_forward_pass_shares_one_block_mask_scope(encoder, monkeypatch):
+    """Each layer's attention runs inside one reuse_block_masks() scope per forward pass (the
+    same dict for all layers), so that on CUDA a spec's FlexAttention mask is built once."""
+    import sparse_core.flex
+
+    scopes: list[int | None] = []
+    attend = models.attention.attend
+
+    def recording(q, k, v, spec, lengths):
+        scope = sparse_core.flex._reused.get()
+        scopes.append(None if scope is None else id(scope))
+        return attend(q, k, v, spec, lengths)
+
+    monkeypatch.setattr(models.attention, "attend", recording)
+    encoder.encode(["one short text", "and another, a little longer"])
+    layers = encoder.config.num_hidden_layers
+    assert len(scopes) == layers and scopes[0] is not None and len(set(scopes)) == 1
+    assert sparse_core.flex._reused.get() is None  # left when the pass ends

@@ -10,7 +10,7 @@ import torch
 from torch._dynamo.testing import CompileCounter
 from torch.nn.attention.flex_attention import flex_attention
 
-from sparse_core import MODES, AttentionSpec, reference_attend
+from sparse_core import MODES, AttentionSpec, attend, reference_attend, reuse_block_masks
 from sparse_core.flex import BLOCK, compiled_flex_attention, flex_pattern, pattern_block_mask
 from sparse_core.patterns import Band
 from tests.sparse_core.helpers import (
@@ -153,3 +153,43 @@ def test_every_mask_pattern_compiles_its_own_graphs_past_torchs_recompile_limit(
         expected = reference_attend(q, k, v, spec, lengths)
         assert_close_on_valid_rows(out.float(), expected, lengths, TOLERANCE[dtype])
     assert counter.frame_count == len(combos)
+
+
+def test_inside_reuse_block_masks_each_spec_builds_its_mask_once(monkeypatch):
+    """The CUDA dispatch run on CPU (flex_applies forced, eager flex): three calls per spec over
+    one lengths tensor, as the layers of a forward pass make, build one BlockMask per fixed
+    pattern and one per call for routing, whose pattern reads q and k; every output matches the
+    oracle. A new lengths tensor, or a call outside the context, builds again."""
+    import sparse_core.flex
+
+    for module in ("engine", "sliding_window", "global_window", "dilated", "strided", "fixed"):
+        monkeypatch.setattr(f"sparse_core.{module}.flex_applies", lambda q: True)
+    monkeypatch.setattr(sparse_core.flex, "compiled_flex_attention", lambda: flex_attention)
+    builds: list[str] = []
+    build = sparse_core.flex.pattern_block_mask
+
+    def counted(pattern, lengths, n):
+        builds.append(type(pattern).__name__)
+        return build(pattern, lengths, n)
+
+    monkeypatch.setattr(sparse_core.flex, "pattern_block_mask", counted)
+    specs = [
+        AttentionSpec("sliding_window", window=64),
+        AttentionSpec("bigbird", block_size=32),
+        AttentionSpec("routing", block_size=32, blocks=2),
+    ]
+    q, k, v = make_qkv(300, torch.float32)
+    lengths = make_lengths(300, "ragged")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eager flex_attention warns that it is not compiled
+        with reuse_block_masks():
+            for spec in specs:
+                for _ in range(3):
+                    out = attend(q, k, v, spec, lengths)
+                    expected = reference_attend(q, k, v, spec, lengths)
+                    assert_close_on_valid_rows(out, expected, lengths, TOLERANCE[torch.float32])
+            assert len(builds) == 1 + 1 + 3
+            attend(q, k, v, specs[0], lengths.clone())
+            assert len(builds) == 6
+        attend(q, k, v, specs[0], lengths)
+    assert len(builds) == 7
