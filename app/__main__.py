@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        loop=settings.loop,
+        http=settings.http,
         # Once drained, connections still open (a client that never finished its body) get
         # this long before uvicorn cancels them.
         timeout_graceful_shutdown=GRACE_AFTER_DRAIN_S,

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     )
     warmup: bool = Field(True, description="one forward pass per mode before /health turns 200")
     log_level: str = Field("info", description="uvicorn and app log level")
+    loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="uvicorn's event loop; auto is uvloop when installed"
+    )
+    http: Literal["auto", "h11", "httptools"] = Field(
+        "auto", description="uvicorn's HTTP/1.1 parser; auto is httptools when installed"
+    )
 
     @field_validator("position_extension")
     @classmethod

@@ -9,8 +9,10 @@ Needs Debian's `wrk` on PATH.
 
 Method
 - The server is a real `python -m app` subprocess on 127.0.0.1 (tests.e2e.server), default
-  settings but LONGENC_DTYPE, once per dtype. Every request is POST /v1/embeddings with one
-  ~20-word real-English text (Debian's license texts), the server's default attention.
+  settings but LONGENC_DTYPE, LONGENC_LOOP and LONGENC_HTTP, once per dtype and --stacks
+  entry (uvicorn's event loop/HTTP parser: asyncio/h11 and uvloop/httptools). Every request
+  is POST /v1/embeddings with one ~20-word real-English text (Debian's license texts), the
+  server's default attention.
 - The load generators cost little CPU on the shared cores (their CPU time is recorded beside
   the server's, per text):
   - closed loop: `wrk` (one thread) with 32 connections, each sending its next request when
@@ -373,11 +375,20 @@ def summarize_profile(path: Path, requests: int, top: int = 40) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_dtype(dtype: str, texts: list[str], args: argparse.Namespace, work: Path) -> dict:
-    """One server of `dtype`: rounds of (in process, closed loop) in turn, then the open loops."""
+def run_dtype(
+    dtype: str, stack: str, texts: list[str], args: argparse.Namespace, work: Path
+) -> dict:
+    """One server of `dtype` on `stack` ("loop/http", uvicorn's event loop and HTTP parser):
+    rounds of (in process, closed loop) in turn, then the open loops."""
     load_before = os.getloadavg()[0]
-    settings = {"LONGENC_LOG_LEVEL": "warning", "LONGENC_DTYPE": dtype}
-    server = Server(settings, work / f"server_{dtype}.log")
+    loop, http = stack.split("/")
+    settings = {
+        "LONGENC_LOG_LEVEL": "warning",
+        "LONGENC_DTYPE": dtype,
+        "LONGENC_LOOP": loop,
+        "LONGENC_HTTP": http,
+    }
+    server = Server(settings, work / f"server_{dtype}_{loop}_{http}.log")
     try:
         server.wait_ready(timeout_s=600)
         info = httpx.get(f"{server.url}/info").json()
@@ -394,25 +405,25 @@ def run_dtype(dtype: str, texts: list[str], args: argparse.Namespace, work: Path
             efficiency = closed["texts_per_s"] / reference["texts_per_s"]
             rounds.append({"in_process": reference, "closed": closed, "efficiency": efficiency})
             print(
-                f"{dtype} round {index + 1}: HTTP {closed['texts_per_s']:.1f} texts/s, "
+                f"{dtype} {stack} round {index + 1}: HTTP {closed['texts_per_s']:.1f} texts/s, "
                 f"in process {reference['texts_per_s']:.1f}, efficiency {efficiency:.2f}",
                 flush=True,
             )
         if args.profile is not None:  # an extra closed loop, not counted: py-spy costs CPU
             args.profile.mkdir(parents=True, exist_ok=True)
-            raw = args.profile / f"server_{dtype}_stacks.txt"
+            raw = args.profile / f"server_{dtype}_{loop}_{http}_stacks.txt"
             spy = profile(pid, args.seconds, raw)
             profiled = closed_loop(server.url, texts, args.seconds, pid, work)
             spy.wait()
             summary = summarize_profile(raw, profiled["requests"])
-            (args.profile / f"server_{dtype}_summary.txt").write_text(summary)
+            (args.profile / f"server_{dtype}_{loop}_{http}_summary.txt").write_text(summary)
         closed_rate = statistics.median(r["closed"]["texts_per_s"] for r in rounds)
         opened = []
         for fraction in OPEN_FRACTIONS:
             result = open_loop(server.url, texts, fraction * closed_rate, args.seconds, pid)
             opened.append({"fraction_of_closed": fraction, **result})
             print(
-                f"{dtype} open {fraction:.0%}: {result['texts_per_s']:.1f} texts/s, "
+                f"{dtype} {stack} open {fraction:.0%}: {result['texts_per_s']:.1f} texts/s, "
                 f"p50 {result['latency_p50_ms']:.0f} ms, p99 {result['latency_p99_ms']:.0f} ms",
                 flush=True,
             )
@@ -420,6 +431,7 @@ def run_dtype(dtype: str, texts: list[str], args: argparse.Namespace, work: Path
         exit_code = server.stop(timeout_s=120)
     return {
         "dtype": dtype,
+        "stack": stack,
         "server_dtype": info["dtype"],
         "server_limits": info["limits"],
         "attention": answer["attention"],
@@ -436,22 +448,25 @@ def run_dtype(dtype: str, texts: list[str], args: argparse.Namespace, work: Path
 
 def markdown(report: dict) -> str:
     lines = [
-        "| dtype | loop | HTTP texts/s | in process texts/s | efficiency | p50 | p99 |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| dtype | server loop/parser | load | HTTP texts/s | in process texts/s | efficiency "
+        "| p50 | p99 |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for case in report["cases"]:
         reference = case["in_process_texts_per_s"]
         middle = sorted(case["rounds"], key=lambda r: r["efficiency"])[len(case["rounds"]) // 2]
         closed = middle["closed"]
         lines.append(
-            f"| {case['dtype']} | closed, {closed['connections']} connections | "
+            f"| {case['dtype']} | {case.get('stack', 'asyncio/h11')} "
+            f"| closed, {closed['connections']} connections | "
             f"{case['http_texts_per_s']:.1f} | {reference:.1f} | "
             f"{case['serving_efficiency']:.2f} | {closed['latency_p50_ms']:.0f} ms | "
             f"{closed['latency_p99_ms']:.0f} ms |"
         )
         for run in case["open"]:
             lines.append(
-                f"| {case['dtype']} | open, {run['offered_per_s']:.0f}/s "
+                f"| {case['dtype']} | {case.get('stack', 'asyncio/h11')} "
+                f"| open, {run['offered_per_s']:.0f}/s "
                 f"({run['fraction_of_closed']:.0%}) | {run['texts_per_s']:.1f} | | | "
                 f"{run['latency_p50_ms']:.0f} ms | {run['latency_p99_ms']:.0f} ms |"
             )
@@ -464,6 +479,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument(
+        "--stacks",
+        nargs="+",
+        default=["asyncio/h11", "uvloop/httptools"],
+        help="uvicorn event loop/HTTP parser pairs, one server each (LONGENC_LOOP/LONGENC_HTTP)",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="per load run")
     parser.add_argument("--rounds", type=int, default=None, help="(in process, closed) pairs")
     parser.add_argument("--profile", type=Path, help="py-spy the server's closed loop into DIR")
@@ -474,7 +495,9 @@ def main() -> None:
     args.rounds = args.rounds or (1 if args.quick else 3)
     texts = short_texts()
     work = Path(tempfile.mkdtemp(prefix="longenc-serving-"))
-    cases = [run_dtype(dtype, texts, args, work) for dtype in args.dtypes]
+    cases = [
+        run_dtype(dtype, stack, texts, args, work) for dtype in args.dtypes for stack in args.stacks
+    ]
     report = {
         "device": "cpu",
         "cpu_count": os.cpu_count(),

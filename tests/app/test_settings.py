@@ -46,6 +46,8 @@ def test_a_bare_mode_name_is_a_default_attention(monkeypatch: pytest.MonkeyPatch
         ("position_extension", "mirror", "allowed: copy, interpolate"),
         ("auto_window", "7", "multiple of 2"),
         ("max_batch_size", "0", "greater than or equal to 1"),
+        ("loop", "tokio", "'auto', 'asyncio' or 'uvloop'"),
+        ("http", "h2", "'auto', 'h11' or 'httptools'"),
     ],
 )
 def test_invalid_values_are_refused_with_the_reason(
