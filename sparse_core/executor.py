@@ -148,12 +148,15 @@ def _run_view(x: torch.Tensor, items: int, count: int, run: tuple[int, int]) -> 
 
 
 def _blocks(x: torch.Tensor, length: int, size: int) -> torch.Tensor:
-    """(H, n, D) -> (H, nq, T, D) over the first `length` rows, zero-padded to whole blocks."""
+    """(H, n, D) -> (H, nq, T, D) over the first `length` rows, zero-padded to whole blocks;
+    contiguous, so that a block is one T·D run. The model's q, k and v are views of its packed
+    rows, (n, H, D) in memory: index_select copied the whole sequence for every group it
+    gathered from such a view (at 32k tokens, 3.4 s of a 4.2 s bigbird call)."""
     rows = -(-length // size) * size
     x = x[:, :length]
     if rows != length:
-        x = F.pad(x, (0, 0, 0, rows - length))  # (H, nq·T, D)
-    return x.unflatten(1, (rows // size, size))
+        x = F.pad(x, (0, 0, 0, rows - length))  # (H, nq·T, D), a contiguous copy
+    return x.contiguous().unflatten(1, (rows // size, size))
 
 
 def _run_group(

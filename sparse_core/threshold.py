@@ -13,9 +13,12 @@ from sparse_core.float64 import masked_softmax_attention
 from sparse_core.mode import Mode, Param, quadratic_cost
 from sparse_core.spec import AttentionSpec
 
-# Scores held at once, in elements (4 MiB in float32): a chunk of query rows × all n keys of one
-# head. Bounds the extra memory at O(chunk·n), and keeps the chunk's passes in cache.
+# Scores held at once, in elements: chunks of query rows × all n keys, of one head or several.
+# CPU: 4 MiB in float32, so that a chunk's passes stay in cache. Elsewhere (CUDA): 256 MiB, so
+# that a 16k-token sequence takes 48 chunks instead of 3,072 (each chunk is six kernel launches,
+# and a GPU waits on launches long before it runs out of memory bandwidth).
 SCORE_BUDGET = 1 << 20
+DEVICE_SCORE_BUDGET = 1 << 26
 
 
 def threshold_attention(
@@ -44,11 +47,12 @@ def sequence_threshold(
 ) -> torch.Tensor:
     """Threshold attention of one unpadded sequence; q, k, v: (H, L, D) -> (H, L, D).
 
-    Per head and chunk of query rows: scores, the row max, weights exp(s - max) in place, then
-    the weights below τ zeroed (weight >= τ is s >= max + ln τ; the row max's weight 1 always
-    survives), and one GEMM with the values and a column of ones, which gives each row's
-    weighted sum and its normaliser together. Chunks of about SCORE_BUDGET scores stay in
-    cache; each pass over them is memory-bound. float32 arithmetic for half-precision inputs.
+    Per chunk of query rows (of one head, or of several heads where the budget holds them):
+    scores, the row max, weights exp(s - max) in place, then the weights below τ zeroed (weight
+    >= τ is s >= max + ln τ; the row max's weight 1 always survives), and one GEMM with the
+    values and a column of ones, which gives each row's weighted sum and its normaliser
+    together. On CPU chunks of about SCORE_BUDGET scores stay in cache; each pass over them is
+    memory-bound. float32 arithmetic for half-precision inputs.
     """
     heads, length, head_dim = q.shape
     compute = torch.promote_types(q.dtype, torch.float32)
@@ -59,18 +63,22 @@ def sequence_threshold(
     # weight >= τ for float weights: greater than the float just below τ (threshold_ keeps >)
     cut = torch.tensor(threshold, dtype=compute)
     below_cut = float(torch.nextafter(cut, torch.zeros((), dtype=compute)))
-    chunk = max(16, min(length, SCORE_BUDGET // length))
-    buffer = torch.empty(chunk * length, dtype=compute, device=q.device)
+    budget = SCORE_BUDGET if q.device.type == "cpu" else DEVICE_SCORE_BUDGET
+    chunk = max(16, min(length, budget // length))
+    together = max(1, min(heads, budget // (chunk * length)))  # heads per chunk
+    buffer = torch.empty(together * chunk * length, dtype=compute, device=q.device)
     out = torch.empty((heads, length, head_dim), dtype=compute, device=q.device)
-    for head in range(heads):
+    for first in range(0, heads, together):
+        group = slice(first, min(heads, first + together))
         for start in range(0, length, chunk):
             rows = slice(start, min(length, start + chunk))
-            scores = buffer[: (rows.stop - start) * length].view(-1, length)
-            torch.matmul(queries[head, rows], keys_t[head], out=scores)  # (c, L)
+            shape = (group.stop - group.start, rows.stop - start, length)
+            scores = buffer[: shape[0] * shape[1] * length].view(shape)
+            torch.matmul(queries[group, rows], keys_t[group], out=scores)  # (h, c, L)
             scores -= scores.amax(dim=-1, keepdim=True)  # the row max becomes 0
             weights = F.threshold_(scores.exp_(), below_cut, 0.0)
-            summed = weights @ values[head]  # (c, D + 1): Σ w·v and Σ w
-            out[head, rows] = summed[:, :head_dim] / summed[:, head_dim:]
+            summed = weights @ values[group]  # (h, c, D + 1): Σ w·v and Σ w
+            out[group, rows] = summed[..., :head_dim] / summed[..., head_dim:]
     return out.to(q.dtype)
 
 

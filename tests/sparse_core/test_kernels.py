@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparse_core import AttentionSpec, attend, block, reference_attend, topk
+from sparse_core import AttentionSpec, attend, block, reference_attend, threshold, topk
 from tests.sparse_core.helpers import (
     HEAD_DIM,
     HEADS,
@@ -148,3 +148,19 @@ def test_block_takes_sdpa_output_in_any_layout(monkeypatch):
     out = attend(q, k, v, spec, lengths)
     expected = reference_attend(q, k, v, spec, lengths)
     assert_close_on_valid_rows(out, expected, lengths, TOLERANCE[torch.float32])
+
+
+def test_threshold_with_several_heads_per_chunk(monkeypatch):
+    """A budget that holds a whole sequence's scores for two heads (the 1,000-token one: groups
+    of 2, 2 and 1 of 5 heads) or all five (the 613-token one), as CUDA's budget does for
+    shorter inputs: the grouped GEMMs and the last short group against the oracle."""
+    from tests.sparse_core.helpers import clear_threshold_rows
+
+    monkeypatch.setattr(threshold, "SCORE_BUDGET", 2 * 1000 * 1000 + 1)
+    spec = AttentionSpec("threshold", threshold=0.05)
+    q, k, v = make_qkv(1000, torch.float32, heads=5)
+    lengths = torch.tensor([1000, 613])
+    out = attend(q, k, v, spec, lengths)
+    rows = clear_threshold_rows(q, k, spec.threshold, lengths)
+    expected = reference_attend(q, k, v, spec, lengths)
+    assert_close_on_valid_rows(out, expected, lengths, TOLERANCE[torch.float32], rows=rows)
