@@ -484,15 +484,15 @@ def main(argv: list[str] | None = None) -> None:
                 shown = f"{record['time_s']:.4f} s" if "time_s" in record else record["error"]
                 print(f"{mode:15} {dtype:9} n={n:<7} {shown}", flush=True)
                 write_report(args, results)  # a run stopped early keeps what it measured
-    stem = write_report(args, results)
-    plot_report(json.loads(stem.with_suffix(".json").read_text()), stem.with_suffix(".png"))
-    add_ratios(results)
-    print_table(results)
+    stem, report = write_report(args, results)
+    plot_report(report, stem.with_suffix(".png"))
+    print_table(report["results"])
     print(f"wrote {stem}.json and {stem}.png")
 
 
-def write_report(args: argparse.Namespace, results: list[dict]) -> Path:
-    """The results JSON of the cases measured so far; returns its path without the suffix."""
+def write_report(args: argparse.Namespace, results: list[dict]) -> tuple[Path, dict]:
+    """Writes the results JSON of the cases measured so far (ratios added to copies of the
+    records); returns its path without the suffix, and the report."""
     results = [dict(record) for record in results]
     add_ratios(results)
     name = device_name(args.device)
@@ -515,7 +515,7 @@ def write_report(args: argparse.Namespace, results: list[dict]) -> Path:
     args.output.mkdir(parents=True, exist_ok=True)
     stem = args.output / f"attention_{name}{args.suffix}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    return stem
+    return stem, report
 
 
 if __name__ == "__main__":

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from sparse_core._sequences import each_sequence
 from sparse_core._views import class_view
 from sparse_core.engine import attend_pattern
 from sparse_core.executor import DEFAULT_BLOCK
-from sparse_core.flex import flex_applies
 from sparse_core.mode import MAX_DILATION, Mode, Param
 from sparse_core.pattern import Pattern
 from sparse_core.patterns import Dilated
@@ -43,15 +41,12 @@ def dilated_attention(
     """(B, H, n, D) -> (B, H, n, D) in O(n·w); padded rows zero. On CPU, one sequence at a
     time: its residue classes become extra heads of a tiled sliding window (see
     `sequence_dilated`)."""
-    if flex_applies(q):
-        return attend_pattern(q, k, v, spec, lengths, dilated_pattern)
-    return each_sequence(
-        q,
-        lengths,
-        lambda b, length, out: sequence_dilated(
-            q[b], k[b], v[b], length, spec.window, spec.dilation, out
+    return attend_pattern(
+        q, k, v, spec, lengths, dilated_pattern,
+        sequence=lambda qb, kb, vb, length, out: sequence_dilated(
+            qb, kb, vb, length, spec.window, spec.dilation, out
         ),
-    )
+    )  # fmt: skip
 
 
 def sequence_dilated(

@@ -19,12 +19,10 @@ from typing import Any
 import torch
 
 from sparse_core._lse import merge_, sdpa_lse
-from sparse_core._sequences import each_sequence
 from sparse_core._views import block_view
 from sparse_core.dense import sequence_sdpa
 from sparse_core.engine import attend_pattern
 from sparse_core.executor import DEFAULT_BLOCK
-from sparse_core.flex import flex_applies
 from sparse_core.mode import Mode, Param
 from sparse_core.pattern import Pattern
 from sparse_core.patterns import Band, Summary
@@ -50,15 +48,12 @@ def fixed_attention(
 ) -> torch.Tensor:
     """(B, H, n, D) -> (B, H, n, D); every query meets its block and the L·c/l summary keys,
     so the cost is O(L·(l + L·c/l)). Padded rows are zeros on CPU."""
-    if flex_applies(q):
-        return attend_pattern(q, k, v, spec, lengths, fixed_pattern)
-    return each_sequence(
-        q,
-        lengths,
-        lambda b, length, out: sequence_fixed(
-            q[b], k[b], v[b], length, spec.block_size, spec.summary, out
+    return attend_pattern(
+        q, k, v, spec, lengths, fixed_pattern,
+        sequence=lambda qb, kb, vb, length, out: sequence_fixed(
+            qb, kb, vb, length, spec.block_size, spec.summary, out
         ),
-    )
+    )  # fmt: skip
 
 
 def sequence_fixed(

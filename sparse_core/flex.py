@@ -143,7 +143,7 @@ def flex_pattern(
     batch, heads, n, _ = q.shape
 
     def build() -> BlockMask:
-        full = _lengths(lengths, batch, n, q.device)
+        full = valid_lengths(lengths, batch, n, q.device)
         built = pattern if not callable(pattern) else pattern(full)
         return pattern_block_mask(built, full, n)
 
@@ -160,9 +160,10 @@ def flex_pattern(
     return flex(q, k, v, block_mask=mask)
 
 
-def _lengths(
+def valid_lengths(
     lengths: torch.Tensor | None, batch: int, n: int, device: torch.device
 ) -> torch.Tensor:
+    """(B,) int64 on `device` within [0, n]; None is n for every sequence."""
     if lengths is None:
         return torch.full((batch,), n, dtype=torch.int64, device=device)
     return lengths.to(device, torch.int64).clamp(0, n)  # one dtype: one graph

@@ -14,12 +14,10 @@ from __future__ import annotations
 import torch
 
 from sparse_core._lse import merge_, sdpa_lse
-from sparse_core._sequences import each_sequence
 from sparse_core._window_tiles import MASK_BUDGET
 from sparse_core.dense import sequence_sdpa
 from sparse_core.engine import attend_pattern
 from sparse_core.executor import DEFAULT_BLOCK
-from sparse_core.flex import flex_applies
 from sparse_core.mode import Mode, Param
 from sparse_core.pattern import Pattern
 from sparse_core.patterns import Band, Global
@@ -46,15 +44,12 @@ def global_window_attention(
 ) -> torch.Tensor:
     """(B, H, n, D) -> (B, H, n, D); O(n·(w + g)) plus O(g·n) for the global rows. Padded rows
     are zeros on CPU."""
-    if flex_applies(q):
-        return attend_pattern(q, k, v, spec, lengths, global_window_pattern)
-    return each_sequence(
-        q,
-        lengths,
-        lambda b, length, out: sequence_global_window(
-            q[b], k[b], v[b], length, spec.window // 2, spec.global_tokens, out
+    return attend_pattern(
+        q, k, v, spec, lengths, global_window_pattern,
+        sequence=lambda qb, kb, vb, length, out: sequence_global_window(
+            qb, kb, vb, length, spec.window // 2, spec.global_tokens, out
         ),
-    )
+    )  # fmt: skip
 
 
 def sequence_global_window(

@@ -15,13 +15,11 @@ from __future__ import annotations
 import torch
 
 from sparse_core._lse import merge_, sdpa_lse
-from sparse_core._sequences import each_sequence
 from sparse_core._views import class_view
 from sparse_core._window_tiles import MASK_BUDGET
 from sparse_core.dense import sequence_sdpa
 from sparse_core.engine import attend_pattern
 from sparse_core.executor import DEFAULT_BLOCK
-from sparse_core.flex import flex_applies
 from sparse_core.mode import Mode, Param
 from sparse_core.pattern import Pattern
 from sparse_core.patterns import Strided
@@ -49,13 +47,12 @@ def strided_attention(
     """(B, H, n, D) -> (B, H, n, D): band and residue classes on CPU, O(L·(l + L/l)); padded
     rows zero. On CUDA the block-sparse lists, where the strided columns fall in every key block
     when l <= the block size (then it costs n²), in about 2n/l blocks per query block otherwise."""
-    if flex_applies(q):
-        return attend_pattern(q, k, v, spec, lengths, strided_pattern)
-    return each_sequence(
-        q,
-        lengths,
-        lambda b, length, out: sequence_strided(q[b], k[b], v[b], length, spec.stride, out),
-    )
+    return attend_pattern(
+        q, k, v, spec, lengths, strided_pattern,
+        sequence=lambda qb, kb, vb, length, out: sequence_strided(
+            qb, kb, vb, length, spec.stride, out
+        ),
+    )  # fmt: skip
 
 
 def sequence_strided(

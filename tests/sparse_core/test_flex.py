@@ -162,7 +162,7 @@ def test_inside_reuse_block_masks_each_spec_builds_its_mask_once(monkeypatch):
     oracle. A new lengths tensor, or a call outside the context, builds again."""
     import sparse_core.flex
 
-    for module in ("engine", "sliding_window", "global_window", "dilated", "strided", "fixed"):
+    for module in ("engine", "sliding_window"):
         monkeypatch.setattr(f"sparse_core.{module}.flex_applies", lambda q: True)
     monkeypatch.setattr(sparse_core.flex, "compiled_flex_attention", lambda: flex_attention)
     builds: list[str] = []
