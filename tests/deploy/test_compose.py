@@ -171,10 +171,17 @@ def test_balancer_takes_a_draining_replica_out_and_moves_its_requests_on() -> No
     interval = defaults[defaults.index("inter") + 1]
     assert interval.endswith("s") and int(interval[:-1]) <= 2
     assert int(defaults[defaults.index("fall") + 1]) <= 3
+    # ... and at its first 5xx answer: with leastconn a replica that refuses fast holds the
+    # fewest connections, so retries would go back to it until the checks caught up.
+    assert defaults[defaults.index("observe") + 1] == "layer7"
+    assert defaults[defaults.index("error-limit") + 1] == "1"
+    assert defaults[defaults.index("on-error") + 1] == "mark-down"
     # A request that finds a replica gone or draining goes to another one, quickly.
     common = config[("defaults", "")]
     assert {"conn-failure", "empty-response", "503"} <= set(directive(common, "retry-on"))
     assert directive(common, "option", "redispatch")
+    # Replayable only when held whole: HAProxy waits for the body before choosing a replica.
+    assert directive(common, "option", "http-buffer-request") == []
     connect = directive(common, "timeout", "connect")[0]
     assert connect.endswith("s") and int(connect[:-1]) <= 5
 
