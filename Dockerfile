@@ -90,9 +90,9 @@ ENV PATH=/opt/longenc/.venv/bin:$PATH \
     LONGENC_HOST=0.0.0.0 \
     LONGENC_PORT=8000
 USER 10001
-# Build the kernel now rather than in the first warm-up.
+# Build the C++ kernels now rather than in the first warm-up.
 RUN if [ "${HAS_NVIDIA}" = "no" ]; then \
-      python -c "from sparse_core import _native; assert _native.topk_rows() is not None"; \
+      python -c "from sparse_core import _native; assert _native.threshold_columns() is not None"; \
     fi
 COPY --from=build /opt/longenc/models ./models
 COPY --from=build /opt/longenc/app ./app

@@ -1,14 +1,17 @@
-"""The optional C++ kernel (`_topk_rows.cpp`), compiled on first use and cached by torch.
+"""The optional C++ kernels (`_topk_rows.cpp`, `_threshold_columns.cpp`), compiled on first use into
+one library and cached by torch.
 
 `torch.utils.cpp_extension.load` builds it with the machine's C++ compiler and ninja into torch's
 extension cache (TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions): about 30 s the first
 time, well under a second in later processes. Where it cannot be built (no compiler, no OpenMP),
-`topk_rows()` returns None once, with a warning, and callers use their pure-torch path, which gives
-the same results more slowly. SPARSE_CORE_NATIVE=0 turns the kernel off.
+`topk_rows()` and `threshold_columns()` return None, with one warning, and callers use their
+pure-torch paths, which give the same results more slowly. SPARSE_CORE_NATIVE=0 turns the kernels
+off.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -20,12 +23,15 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("_topk_rows.cpp")
+SOURCES = [Path(__file__).with_name(name) for name in ("_topk_rows.cpp", "_threshold_columns.cpp")]
+# Included by a source; torch rebuilds when a listed source changes, so the library's name carries
+# a digest of every file instead.
+HEADERS = [Path(__file__).with_name("_threshold_passes.h")]
 ENV_SWITCH = "SPARSE_CORE_NATIVE"
 
 _lock = threading.Lock()
 _NOT_BUILT = object()
-_topk_rows: Callable | None | object = _NOT_BUILT
+_library: bool | object = _NOT_BUILT  # whether torch.ops.longenc holds the kernels
 
 
 def enabled() -> bool:
@@ -34,31 +40,48 @@ def enabled() -> bool:
 
 def topk_rows() -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None:
     """torch.ops.longenc.topk_rows (float32 CPU (rows, n), k) -> (values, indices), or None."""
-    global _topk_rows
+    return torch.ops.longenc.topk_rows if _built() else None
+
+
+def threshold_columns() -> Callable[[torch.Tensor, float], torch.Tensor] | None:
+    """torch.ops.longenc.threshold_columns_ (contiguous float32 CPU (groups, n, c), log_cut <= 0)
+    -> each column's weight sum (groups, c), the columns overwritten by their weights; or None."""
+    return torch.ops.longenc.threshold_columns_ if _built() else None
+
+
+def _built() -> bool:
+    global _library
     if not enabled():
-        return None
+        return False
     with _lock:  # one build per process; torch's file lock covers concurrent processes
-        if _topk_rows is _NOT_BUILT:
-            _topk_rows = _build()
-        return _topk_rows
+        if _library is _NOT_BUILT:
+            _library = _build()
+        return bool(_library)
 
 
-def _build() -> Callable | None:
+def _build() -> bool:
     try:
         from torch.utils import cpp_extension
 
         _put_ninja_on_path()
         cpp_extension.load(
-            name="longenc_topk_rows",
-            sources=[str(SOURCE)],
+            name=f"longenc_native_{_digest()}",
+            sources=[str(source) for source in SOURCES],
             extra_cflags=["-O3", "-fopenmp"],  # at::parallel_for is OpenMP inside torch
             extra_ldflags=["-fopenmp"],
             is_python_module=False,  # the library registers torch.ops.longenc.*
         )
-        return torch.ops.longenc.topk_rows
+        return True
     except Exception as error:  # no compiler, no ninja, a failed build: fall back, loudly
-        logger.warning("C++ top-k selection unavailable, using the torch path: %s", error)
-        return None
+        logger.warning("C++ kernels unavailable, using the torch paths: %s", error)
+        return False
+
+
+def _digest() -> str:
+    hashed = hashlib.sha256()
+    for path in SOURCES + HEADERS:
+        hashed.update(path.read_bytes())
+    return hashed.hexdigest()[:12]
 
 
 def _put_ninja_on_path() -> None:

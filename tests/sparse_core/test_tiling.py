@@ -1,4 +1,5 @@
-"""The pieces the fast paths are made of: the sliding-window tile plan and the exact top-k."""
+"""The pieces the fast paths are made of: the sliding-window tile plan, the exact top-k and the
+threshold weights."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from sparse_core import AttentionSpec, _native, attend, reference_attend
 from sparse_core import _window_tiles as window_tiles
 from sparse_core._exact_topk import exact_topk, topk_selection
+from sparse_core.threshold import sequence_threshold
 from sparse_core.topk import sequence_topk
 from tests.sparse_core.helpers import TOLERANCE, assert_close_on_valid_rows, make_qkv
 
@@ -122,3 +124,65 @@ def test_topk_attention_is_the_same_with_and_without_the_native_kernel(monkeypat
     monkeypatch.setenv(_native.ENV_SWITCH, "0")
     assert _native.topk_rows() is None
     torch.testing.assert_close(sequence_topk(q, k, v, 40), with_native, atol=1e-6, rtol=1e-5)
+
+
+def native_threshold_columns():
+    """The C++ threshold-weights kernel; it must be built wherever the tests run."""
+    if not _native.enabled():
+        pytest.skip(f"{_native.ENV_SWITCH}=0 turns the C++ kernels off")
+    kernel = _native.threshold_columns()
+    assert kernel is not None, "the C++ kernels failed to build; see their warning"
+    return kernel
+
+
+@pytest.mark.parametrize("n", [1, 7, 100, 4099])
+@pytest.mark.parametrize("columns", [1, 8, 13, 64])
+@pytest.mark.parametrize("log_cut", [0.0, -4.6, -30.0, -200.0])
+@pytest.mark.parametrize("portable", [False, True], ids=["best", "portable"])
+def test_native_threshold_columns_matches_float64_weights(n, columns, log_cut, portable):
+    """exp(s - max) where s - max >= log_cut, else 0, per column, in place; returns the column
+    sums. Shapes that use the vector body, the scalar tail and several row runs per group, with
+    ties at the max, -inf scores and scores far below the max (exp underflows); the build this
+    CPU runs (AVX2 on x86-64) and the portable one."""
+    scores = torch.randn(3, n, columns, generator=torch.Generator().manual_seed(n)) * 8
+    scores[0, : max(1, n // 3), 0] = scores[0, :, 0].max()  # ties at the max: all weight 1
+    scores[1, ::2] = float("-inf")
+    scores[2] *= 100  # most weights below FLT_MIN
+    x = scores.double() - scores.double().amax(dim=1, keepdim=True)
+    kept = x >= log_cut
+    expected = torch.where(kept, x.exp(), 0.0)
+    weights = scores.clone()
+    sums = native_threshold_columns()(weights, log_cut, portable)
+    assert sums.shape == (3, columns) and sums.dtype == torch.float32
+    assert torch.equal(weights > 0, kept)  # the same keys survive
+    # float32 s - max is itself rounded: about 1e-6 relative in a weight at s - max = -30
+    torch.testing.assert_close(weights.double(), expected, rtol=4e-6, atol=1e-37)
+    torch.testing.assert_close(sums.double(), expected.sum(dim=1), rtol=1e-5, atol=0)
+    assert (weights[0, : max(1, n // 3), 0] == 1).all()
+
+
+def test_native_threshold_columns_rejects_bad_arguments():
+    kernel = native_threshold_columns()
+    assert kernel(torch.empty(2, 0, 5), -1.0).equal(torch.zeros(2, 5))
+    assert kernel(torch.empty(0, 10, 5), -1.0).shape == (0, 5)
+    for bad, log_cut, message in [
+        (torch.randn(1, 4, 10, dtype=torch.float64), -1.0, "float32"),
+        (torch.randn(4, 10), -1.0, "3-D"),
+        (torch.randn(1, 10, 4).transpose(1, 2), -1.0, "contiguous"),
+        (torch.randn(1, 4, 10), 0.5, "log_cut"),
+    ]:
+        with pytest.raises(RuntimeError, match=message):
+            kernel(bad, log_cut)
+
+
+@pytest.mark.parametrize("threshold", [1.0, 0.01, 1e-30])
+def test_threshold_attention_is_the_same_with_and_without_the_native_kernel(monkeypatch, threshold):
+    q, k, v = (
+        torch.randn(3, 1500, 16, generator=torch.Generator().manual_seed(i)) for i in range(3)
+    )
+    native_threshold_columns()  # built, or the test fails here
+    with_native = sequence_threshold(q, k, v, threshold)
+    monkeypatch.setenv(_native.ENV_SWITCH, "0")
+    assert _native.threshold_columns() is None
+    without = sequence_threshold(q, k, v, threshold)
+    torch.testing.assert_close(with_native, without, atol=1e-5, rtol=1e-5)
