@@ -65,7 +65,7 @@ def _build() -> bool:
 
         _put_ninja_on_path()
         cpp_extension.load(
-            name=f"longenc_native_{_digest()}",
+            name=library_name(),
             sources=[str(source) for source in SOURCES],
             extra_cflags=["-O3", "-fopenmp"],  # at::parallel_for is OpenMP inside torch
             extra_ldflags=["-fopenmp"],
@@ -77,11 +77,12 @@ def _build() -> bool:
         return False
 
 
-def _digest() -> str:
+def library_name() -> str:
+    """The extension's name (and its .so's stem): longenc_native_ + a digest of every source."""
     hashed = hashlib.sha256()
     for path in SOURCES + HEADERS:
         hashed.update(path.read_bytes())
-    return hashed.hexdigest()[:12]
+    return f"longenc_native_{hashed.hexdigest()[:12]}"
 
 
 def _put_ninja_on_path() -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from sparse_core._native import library_name
 from tests.image.podman import (
     free_port,
     inspect,
@@ -27,8 +28,8 @@ from tests.image.podman import (
 
 METRICS_PORT = 9000
 HEALTHY_WITHIN_S = 300  # model load and warm-up of every mode, on two busy cores
-EXTENSIONS = "/opt/longenc/.torch_extensions/longenc_topk_rows"
-KERNEL = f"{EXTENSIONS}/longenc_topk_rows.so"
+# The C++ kernels' library, named by a digest of their sources (sparse_core/_native.py).
+KERNEL = f"/opt/longenc/.torch_extensions/{library_name()}/{library_name()}.so"
 DIMENSION = 384  # all-MiniLM-L6-v2
 
 
@@ -84,15 +85,15 @@ def test_encodes_in_two_modes(container: Container, attention: dict) -> None:
         assert abs(sum(value * value for value in vector) - 1) < 1e-4  # normalized
 
 
-def test_topk_kernel_was_built_with_the_image_and_is_used(container: Container) -> None:
+def test_native_kernels_were_built_with_the_image_and_are_used(container: Container) -> None:
     # Built by the image's RUN step: older than the container, so not compiled at start-up.
     built = float(podman("exec", container.name, "stat", "-c", "%Y", KERNEL, what="stat kernel"))
     started = inspect(container.name, "{{.State.StartedAt.Unix}}")
-    assert built < float(started), "the top-k kernel was compiled when the container started"
+    assert built < float(started), "the C++ kernels were compiled when the container started"
     # The server process (PID 1) has it loaded: top-k requests ran through it.
     maps = podman("exec", container.name, "cat", "/proc/1/maps", what="read the server's maps")
-    assert KERNEL in maps, "the server never loaded the C++ top-k kernel"
-    assert not log_lines(container.name, r"C\+\+ top-k selection unavailable")
+    assert KERNEL in maps, "the server never loaded the C++ kernels"
+    assert not log_lines(container.name, r"C\+\+ kernels unavailable")
 
 
 def test_metrics_are_served_on_their_own_port(container: Container) -> None:
