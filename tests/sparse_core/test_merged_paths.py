@@ -147,3 +147,48 @@ def test_executor_blocks_of_the_models_layout_are_contiguous(length):
     assert blocks.is_contiguous()
     assert blocks.shape == (3, 4, 64, 16)
     torch.testing.assert_close(blocks.flatten(1, 2)[:, :length], x[:, :length])
+
+
+@pytest.mark.parametrize("per_head", [False, True], ids=["shared", "per-head"])
+@pytest.mark.parametrize("length", [200, 203], ids=["whole-blocks", "partial-block"])
+def test_query_blocks_that_list_no_key_block_come_out_zero(per_head, length):
+    """The executor does not zero-fill its output first: rows of a query block that lists no key
+    block are zeroed explicitly (no mode lists none, but a pattern may), the padded rows too, and
+    every other row is the softmax over its listed blocks."""
+    from sparse_core.float64 import masked_softmax_attention
+    from sparse_core.patterns import BlockTable
+
+    size, blocks, heads = 8, 26, 3
+    q, k, v = make_qkv(blocks * size, torch.float32, heads=heads)  # (2, 3, 208, D)
+    lengths = torch.tensor([length, 131])
+    generator = torch.Generator().manual_seed(5)
+    table = torch.randint(0, blocks, (2, heads if per_head else 1, blocks, 3), generator=generator)
+    table[..., 1:][torch.rand(table[..., 1:].shape, generator=generator) < 0.3] = -1
+    empty = [3, 7, 20]
+    table[:, :, empty] = -1
+    table[1, :, 10] = -1  # one more, in the second sequence only
+    torch.full_like(q, float("nan"))  # freed: likely the memory the output is given next
+    out = executor.run_pattern(q, k, v, BlockTable(size, table), lengths)
+    for b, valid in enumerate(lengths.tolist()):
+        assert (out[b, :, valid:] == 0).all()
+        lists = table[b].expand(heads, -1, -1)  # (H, nb, 3)
+        listed = torch.zeros(heads, blocks, blocks + 1, dtype=torch.bool)
+        listed.scatter_(-1, torch.where(lists >= 0, lists, blocks), True)
+        allowed = listed[..., :blocks].repeat_interleave(size, 1).repeat_interleave(size, 2)
+        allowed = allowed[:, :valid, :valid]  # (H, L, L)
+        nothing = ~allowed.any(dim=-1)  # (H, L): rows of blocks listing no valid key
+        assert nothing[
+            :,
+            [
+                row
+                for block in empty
+                for row in range(block * size, block * size + size)
+                if row < valid
+            ],
+        ].all()
+        expected = masked_softmax_attention(
+            *(t[b, :, :valid].double() for t in (q, k, v)), allowed
+        ).nan_to_num(0.0)
+        got = out[b, :, :valid]
+        assert (got[nothing] == 0).all()
+        torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
