@@ -50,9 +50,9 @@ def sequence_threshold(
     """Threshold attention of one unpadded sequence; q, k, v: (H, L, D) -> (H, L, D).
 
     Per chunk of queries (of one head, or of several heads where the budget holds them): the
-    scores as keys × queries (on CPU that GEMM, keys @ chunkᵀ, runs about 3.5× faster at 16k
-    than chunk @ keysᵀ, whose large operand is packed again for every chunk), then each query's
-    weights exp(s - max) where s >= max + ln τ (the max's weight 1 always survives), 0
+    scores as keys × queries (on CPU that GEMM, keys @ chunkᵀ, ran about 3× faster at 16k than
+    chunk @ keysᵀ, which writes the same scores as short wide rows; see the README), then each
+    query's weights exp(s - max) where s >= max + ln τ (the max's weight 1 always survives), 0
     elsewhere, written over the scores, with their sums; then one GEMM with the values. On CPU
     chunks of about SCORE_BUDGET scores stay in cache and the weights come from the C++ kernel
     (`_threshold_columns.cpp`: two passes) where it is built.
