@@ -91,22 +91,21 @@ def _run_sequence(
     blocked = [_blocks(t[b], length, size) for t in (q, k, v)]
     if length % size == 0:  # write straight into the output's rows
         result_blocks = out[b, :, :length].unflatten(1, (query_blocks, size))  # (H, nq, T, D)
-    else:  # zeros: a query block that lists no key block (no pattern here has one) stays defined
-        result_blocks = torch.zeros(
+    else:  # every query block is written below (those listing no key block with zeros)
+        result_blocks = torch.empty(
             (heads, query_blocks, size, head_dim), dtype=q.dtype, device=q.device
         )  # (H, nq, T, D)
     # One workspace for every group's gathered keys and values: fresh multi-MB tensors per group
     # would each page-fault in, which took as long as the gathers' copying itself.
     workspace = torch.empty(GATHER_BUDGET, dtype=q.dtype, device=q.device)
     for count in counts.unique().tolist():
+        head_ids, block_ids = (counts == count).nonzero(as_tuple=True)  # items of this count
         if count == 0:  # nothing to attend: zeros
-            head_ids, block_ids = (counts == 0).nonzero(as_tuple=True)
             if per_head:
                 result_blocks[head_ids, block_ids] = 0
             else:
                 result_blocks[:, block_ids] = 0
             continue
-        head_ids, block_ids = (counts == count).nonzero(as_tuple=True)  # items of this count
         run = None if per_head else _affine_run(indices[0, block_ids, :count])
         if run is not None:  # every item's keys one view of the sequence: nothing gathered
             _run_group(
