@@ -39,11 +39,16 @@ def test_tile_plan_covers_every_row_once(length, half):
     assert tiles.computed_pairs() >= window_tiles.allowed_pairs(length, half)
 
 
-def native_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The C++ kernel on (..., n) scores; it must be built wherever the tests run."""
+def require_native() -> None:
+    """The C++ kernels must be built wherever the tests run, unless turned off on purpose."""
     if not _native.enabled():
-        pytest.skip(f"{_native.ENV_SWITCH}=0 turns the C++ kernel off")
-    assert _native.topk_rows() is not None, "the C++ top-k kernel failed to build; see its warning"
+        pytest.skip(f"{_native.ENV_SWITCH}=0 turns the C++ kernels off")
+    assert _native.topk_rows() is not None, "the C++ kernels failed to build; see their warning"
+
+
+def native_topk(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The C++ top-k kernel on (..., n) scores."""
+    require_native()
     return topk_selection(scores.device, scores.dtype)(scores, k)
 
 
@@ -127,12 +132,9 @@ def test_topk_attention_is_the_same_with_and_without_the_native_kernel(monkeypat
 
 
 def native_threshold_columns():
-    """The C++ threshold-weights kernel; it must be built wherever the tests run."""
-    if not _native.enabled():
-        pytest.skip(f"{_native.ENV_SWITCH}=0 turns the C++ kernels off")
-    kernel = _native.threshold_columns()
-    assert kernel is not None, "the C++ kernels failed to build; see their warning"
-    return kernel
+    """The C++ threshold-weights kernel."""
+    require_native()
+    return _native.threshold_columns()
 
 
 @pytest.mark.parametrize("n", [1, 7, 100, 4099])
