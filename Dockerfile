@@ -63,10 +63,10 @@ COPY sparse_core ./sparse_core
 
 FROM python AS runtime
 ARG HAS_NVIDIA=yes
-# CPU image: a C++ compiler and the Python headers, so sparse_core builds its C++ top-k selection
-# (sparse_core/_native.py; without them, top-k attention falls back to a slower pure-torch path).
-# They stay in the image: torch re-checks the build in every process, and a missing header would
-# make it compile again. On GPUs top-k runs in torch.
+# CPU image: a C++ compiler and the Python headers, so sparse_core builds its C++ kernels (top-k
+# selection, threshold weights, block attention: sparse_core/_native.py; without them, those
+# modes fall back to slower pure-torch paths). They stay in the image: torch re-checks the build
+# in every process, and a missing header would make it compile again. On GPUs they are not used.
 # hadolint ignore=DL3008
 RUN if [ "${HAS_NVIDIA}" = "no" ]; then \
       apt-get update \
@@ -92,7 +92,7 @@ ENV PATH=/opt/longenc/.venv/bin:$PATH \
 USER 10001
 # Build the C++ kernels now rather than in the first warm-up.
 RUN if [ "${HAS_NVIDIA}" = "no" ]; then \
-      python -c "from sparse_core import _native; assert _native.threshold_columns() is not None"; \
+      python -c "from sparse_core import _native; assert _native.block_attention() is not None"; \
     fi
 COPY --from=build /opt/longenc/models ./models
 COPY --from=build /opt/longenc/app ./app

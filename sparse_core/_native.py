@@ -1,12 +1,12 @@
-"""The optional C++ kernels (`_topk_rows.cpp`, `_threshold_columns.cpp`), compiled on first use into
-one library and cached by torch.
+"""The optional C++ kernels (`_topk_rows.cpp`, `_threshold_columns.cpp`, `_block_attention.cpp`),
+compiled on first use into one library and cached by torch.
 
 `torch.utils.cpp_extension.load` builds it with the machine's C++ compiler and ninja into torch's
 extension cache (TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions): about 30 s the first
 time, well under a second in later processes. Where it cannot be built (no compiler, no OpenMP),
-`topk_rows()` and `threshold_columns()` return None, with one warning, and callers use their
-pure-torch paths, which give the same results more slowly. SPARSE_CORE_NATIVE=0 turns the kernels
-off.
+`topk_rows()`, `threshold_columns()` and `block_attention()` return None, with one warning, and
+callers use their pure-torch paths, which give the same results more slowly.
+SPARSE_CORE_NATIVE=0 turns the kernels off.
 """
 
 from __future__ import annotations
@@ -23,10 +23,16 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-SOURCES = [Path(__file__).with_name(name) for name in ("_topk_rows.cpp", "_threshold_columns.cpp")]
+SOURCES = [
+    Path(__file__).with_name(name)
+    for name in ("_topk_rows.cpp", "_threshold_columns.cpp", "_block_attention.cpp")
+]
 # Included by a source; torch rebuilds when a listed source changes, so the library's name carries
 # a digest of every file instead.
-HEADERS = [Path(__file__).with_name("_threshold_passes.h")]
+HEADERS = [
+    Path(__file__).with_name(name)
+    for name in ("_vector_exp.h", "_threshold_passes.h", "_block_attention_tile.h")
+]
 ENV_SWITCH = "SPARSE_CORE_NATIVE"
 
 _lock = threading.Lock()
@@ -49,6 +55,13 @@ def threshold_columns() -> Callable[[torch.Tensor, float], torch.Tensor] | None:
     return torch.ops.longenc.threshold_columns_ if _built() else None
 
 
+def block_attention() -> Callable[..., None] | None:
+    """torch.ops.longenc.block_attention_ (q, k, v, out: float32 CPU (H, nb, T, D) blocks; heads
+    (G,) or empty; query_blocks (G,); key_blocks (G, c); scale) -> None, `out`'s listed blocks
+    written with unmasked attention over each item's key blocks; or None."""
+    return torch.ops.longenc.block_attention_ if _built() else None
+
+
 def _built() -> bool:
     global _library
     if not enabled():
@@ -67,7 +80,8 @@ def _build() -> bool:
         cpp_extension.load(
             name=library_name(),
             sources=[str(source) for source in SOURCES],
-            extra_cflags=["-O3", "-fopenmp"],  # at::parallel_for is OpenMP inside torch
+            # at::parallel_for is OpenMP inside torch; a * b + c as one FMA where the target has it
+            extra_cflags=["-O3", "-fopenmp", "-ffp-contract=fast"],
             extra_ldflags=["-fopenmp"],
             is_python_module=False,  # the library registers torch.ops.longenc.*
         )

@@ -1,7 +1,9 @@
-"""The pieces the fast paths are made of: the sliding-window tile plan, the exact top-k and the
-threshold weights."""
+"""The pieces the fast paths are made of: the sliding-window tile plan, the exact top-k, the
+threshold weights and the block-attention kernel."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -188,3 +190,106 @@ def test_threshold_attention_is_the_same_with_and_without_the_native_kernel(monk
     assert _native.threshold_columns() is None
     without = sequence_threshold(q, k, v, threshold)
     torch.testing.assert_close(with_native, without, atol=1e-5, rtol=1e-5)
+
+
+def native_block_attention():
+    """The C++ block-attention kernel."""
+    require_native()
+    return _native.block_attention()
+
+
+def block_attention_float64(q, k, v, heads, query_blocks, key_blocks):
+    """The kernel's contract in float64: {(h, t): (attention of q[h, t] over the listed blocks,
+    the largest |score|)}."""
+    expected = {}
+    for g, (t, listed) in enumerate(zip(query_blocks.tolist(), key_blocks, strict=True)):
+        for h in [heads[g].item()] if len(heads) else range(q.shape[0]):
+            keys, values = (x[h, listed].flatten(0, 1).double() for x in (k, v))
+            scores = q[h, t].double() @ keys.T / math.sqrt(q.shape[-1])
+            expected[h, t] = scores.softmax(dim=-1) @ values, scores.abs().max().item()
+    return expected
+
+
+@pytest.mark.parametrize(
+    ("size", "dim", "count"),
+    # one row; a short block and head; 64-row tiles and a 2-row tail; 600 keys per block (past
+    # the 512-key softmax chunk: one block per chunk); 20 listed blocks of 64 (three chunks)
+    [(1, 1, 1), (7, 5, 3), (130, 33, 4), (600, 8, 2), (64, 32, 20)],
+)
+@pytest.mark.parametrize("per_head", [False, True], ids=["shared", "per_head"])
+@pytest.mark.parametrize("portable", [False, True], ids=["best", "portable"])
+def test_native_block_attention_matches_float64(size, dim, count, per_head, portable):
+    """out[h, t] = softmax(q[h, t] · Kᵀ / √D) V over item t's listed blocks, every head or the
+    item's own; the build this CPU runs and the portable one. Scores up to ~±60, so that the
+    running maximum of the online softmax moves between chunks; a repeated block counts twice;
+    blocks not listed stay as they were."""
+    heads, blocks = 3, 6
+    generator = torch.Generator().manual_seed(size * 31 + dim)
+    q, k, v = (torch.randn(heads, blocks, size, dim, generator=generator) for _ in range(3))
+    k[:, 4] *= 12  # block 4 scores far above the others
+    query_blocks = torch.tensor([0, 4, 5, 2])
+    key_blocks = torch.randint(0, blocks, (4, count), generator=generator)
+    key_blocks[0, 0] = key_blocks[0, -1] = 4  # listed twice
+    head_ids = torch.tensor([2, 0, 1, 2]) if per_head else torch.empty(0, dtype=torch.int64)
+    out = torch.full_like(q, 7.0)
+    native_block_attention()(q, k, v, out, head_ids, query_blocks, key_blocks, dim**-0.5, portable)
+    expected = block_attention_float64(q, k, v, head_ids, query_blocks, key_blocks)
+    for (h, t), (rows, largest) in expected.items():
+        # a float32 score s is off by ~|s|·1e-7, which exp carries into the weights: a bound
+        # that grows with the largest score (torch's SDPA is off by 6e-6 at |s| = 60 here)
+        atol = 1e-6 + 4e-7 * largest
+        torch.testing.assert_close(out[h, t].double(), rows, atol=atol, rtol=1e-5)
+    untouched = torch.ones(heads, blocks, dtype=torch.bool)
+    for h, t in expected:
+        untouched[h, t] = False
+    assert (out[untouched] == 7.0).all()
+
+
+def test_native_block_attention_takes_strided_heads_and_rejects_bad_arguments():
+    kernel = native_block_attention()
+    q, k, v = (
+        torch.randn(4, 2, 3, 16, 8, generator=torch.Generator().manual_seed(i))[:, 1]
+        for i in range(3)
+    )  # (4, 3, 16, 8), heads six blocks apart
+    out = torch.empty(3, 4, 16, 8).transpose(0, 1)  # heads one block apart, blocks four
+    none = torch.empty(0, dtype=torch.int64)
+    kernel(q, k, v, out, none, torch.tensor([2]), torch.tensor([[0, 2]]), 8**-0.5)
+    expected = block_attention_float64(q, k, v, none, torch.tensor([2]), torch.tensor([[0, 2]]))
+    for (h, t), (rows, _) in expected.items():
+        torch.testing.assert_close(out[h, t].double(), rows, atol=2e-6, rtol=1e-5)
+    one, pair = torch.tensor([0]), torch.tensor([[0, 1]])
+    columns = v.transpose(2, 3).contiguous().transpose(2, 3)  # blocks stored column-major
+    for args, message in [
+        ((q.double(), k, v, out, none, one, pair), "float32"),
+        ((q, k[:, :2], v, out, none, one, pair), "shape"),
+        ((q, k, columns, out, none, one, pair), "contiguous"),
+        ((q, k, v, out, none, one, torch.tensor([[0, 3]])), "key block out of range"),
+        ((q, k, v, out, none, torch.tensor([-1]), pair), "query block out of range"),
+        ((q, k, v, out, torch.tensor([4]), one, pair), "head out of range"),
+        ((q, k, v, out, none, one, torch.empty(1, 0, dtype=torch.int64)), "at least one"),
+        ((q, k, v, out, none, one, pair.int()), "int64"),
+        ((q, k, v, out, none, torch.tensor([0, 1]), pair), "agree"),
+    ]:
+        with pytest.raises(RuntimeError, match=message):
+            kernel(*args, 1.0)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        AttentionSpec("bigbird", block_size=32, random_blocks=2),
+        AttentionSpec("routing", block_size=16, blocks=3),  # lists per head
+    ],
+    ids=str,
+)
+def test_executor_is_the_same_with_and_without_the_native_kernel(monkeypatch, spec):
+    """Lengths that end inside a block, so that some items take the masked SDPA path and the
+    rest the kernel; then every item through SDPA."""
+    q, k, v = make_qkv(1000, torch.float32)
+    lengths = torch.tensor([1000, 345])
+    native_block_attention()  # built, or the test fails here
+    with_native = attend(q, k, v, spec, lengths)
+    monkeypatch.setenv(_native.ENV_SWITCH, "0")
+    assert _native.block_attention() is None
+    without = attend(q, k, v, spec, lengths)
+    torch.testing.assert_close(with_native, without, atol=1e-6, rtol=1e-5)
