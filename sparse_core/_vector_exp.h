@@ -7,12 +7,14 @@ template <typename F, typename I>
 inline F exp_nonpositive(F x) {
   const F lowest = F{} - 87.3f;
   x = x < lowest ? lowest : x;
-  F scaled = x * 1.44269504088896341f + 0.5f;  // x / ln2, rounded below through the cast
-  I n = __builtin_convertvector(scaled, I);   // truncates toward zero
-  F fn = __builtin_convertvector(n, F);
-  fn = fn > scaled ? fn - 1.0f : fn;         // floor for negative arguments
-  n = __builtin_convertvector(fn, I);
-  F r = x - fn * 0.693359375f + fn * 2.12194440e-4f;  // x - n ln2, ln2 in two parts
+  // n = x / ln2 rounded to nearest by the adder: with 1.5·2^23 added, the sum's last mantissa
+  // bits hold n (two conversions and a floor's compare-and-fix fewer than a cast)
+  const F shifted = x * 1.44269504088896341f + 12582912.0f;
+  const F fn = shifted - 12582912.0f;
+  I n;
+  std::memcpy(&n, &shifted, sizeof n);
+  n -= 0x4B400000;  // the bits of 1.5·2^23
+  F r = x - fn * 0.693359375f + fn * 2.12194440e-4f;  // x - n ln2 in [-ln2/2, ln2/2], ln2 in two parts
   F p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
