@@ -16,6 +16,7 @@
 // kernels into one library.
 
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -79,6 +80,11 @@ void block_attention_(const at::Tensor& q, const at::Tensor& k, const at::Tensor
                       const at::Tensor& key_blocks, double scale, bool portable) {
   for (const auto& [x, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}, {&out, "out"}})
     check_blocks(*x, name, q);
+  // Tasks write disjoint blocks of out only if out's blocks do not overlap each other or the
+  // inputs; each (head, query block) must come at most once among the items (the executor's
+  // groups partition them).
+  at::assert_no_internal_overlap(out);
+  for (const at::Tensor* input : {&q, &k, &v}) at::assert_no_overlap(out, *input);
   const int64_t head_count = q.size(0), nb = q.size(1), size = q.size(2), dim = q.size(3);
   TORCH_CHECK(query_blocks.dim() == 1 && key_blocks.dim() == 2 &&
                   key_blocks.size(0) == query_blocks.size(0),
@@ -110,7 +116,7 @@ void block_attention_(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   const int64_t tiles = (size + kTileRows - 1) / kTileRows;
   const int64_t width = (std::min(size, kTileRows) + 15) / 16 * 16;  // as in attend_tile
   const int64_t work_floats =
-      2 * dim * width + 2 * width + (std::max(kChunkKeys, size) + 2) * width;
+      2 * dim * width + 2 * width + (std::max(kChunkKeys, size) + 3) * width;
   const float* qd = q.const_data_ptr<float>();
   const float* kd = k.const_data_ptr<float>();
   const float* vd = v.const_data_ptr<float>();

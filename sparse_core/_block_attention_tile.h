@@ -71,7 +71,7 @@ inline void product(const float* a, int64_t a_row, int64_t a_depth, const float*
 //   q: the tile's first query row (rows of D floats); count: its rows (<= kTileRows)
 //   keys, values: pointers to each listed key block's first row (blocks of `size` rows of D)
 //   out: where the tile's first output row goes (rows of D floats)
-//   work: 2·D·W + 2·W + (max(kChunkKeys, size) + 2)·W floats of scratch, W = count rounded up
+//   work: 2·D·W + 2·W + (max(kChunkKeys, size) + 3)·W floats of scratch, W = count rounded up
 //   to 16
 void attend_tile(const float* q, int64_t count, const float* const* keys,
                  const float* const* values, int64_t blocks, int64_t size, int64_t dim,
@@ -81,7 +81,7 @@ void attend_tile(const float* q, int64_t count, const float* const* keys,
   float* ot = qt + dim * width;           // D × W
   float* run_max = ot + dim * width;      // W
   float* run_sum = run_max + width;       // W
-  float* scores = run_sum + width;        // max(kChunkKeys, size) × W, then two rows
+  float* scores = run_sum + width;        // max(kChunkKeys, size) × W, then three rows
   for (int64_t d = 0; d < dim; ++d)
     for (int64_t i = 0; i < width; ++i) qt[d * width + i] = i < count ? q[i * dim + d] * scale : 0;
   std::fill(ot, ot + dim * width, 0.0f);
@@ -107,13 +107,22 @@ void attend_tile(const float* q, int64_t count, const float* const* keys,
         std::memcpy(top + i, &m, sizeof m);
       }
     }
-    float* total = top + width;  // W: this chunk's sums
+    // Weights are exp(s - shift), shift = the maximum, or 0 for a column whose scores so far are
+    // all -inf (overflowed products): exp(-inf - -inf) would be NaN, and stay in the sums.
+    float* shift = top + width;  // W
+    for (int64_t i = 0; i < width; i += kLanes) {
+      Floats m;
+      std::memcpy(&m, top + i, sizeof m);
+      m = m == kNegInf ? Floats{} : m;
+      std::memcpy(shift + i, &m, sizeof m);
+    }
+    float* total = shift + width;  // W: this chunk's sums
     std::fill(total, total + width, 0.0f);
     for (int64_t j = 0; j < rows; ++j) {
       for (int64_t i = 0; i < width; i += kLanes) {
         Floats s, m, sum;
         std::memcpy(&s, scores + j * width + i, sizeof s);
-        std::memcpy(&m, top + i, sizeof m);
+        std::memcpy(&m, shift + i, sizeof m);
         std::memcpy(&sum, total + i, sizeof sum);
         s = exp_nonpositive<Floats, Ints>(s - m);
         std::memcpy(scores + j * width + i, &s, sizeof s);
@@ -122,16 +131,17 @@ void attend_tile(const float* q, int64_t count, const float* const* keys,
       }
     }
     for (int64_t i = 0; i < width; i += kLanes) {
-      Floats old, m, sum, sums;
+      Floats old, m, top_now, sum, sums;
       std::memcpy(&old, run_max + i, sizeof old);
-      std::memcpy(&m, top + i, sizeof m);
+      std::memcpy(&m, shift + i, sizeof m);
+      std::memcpy(&top_now, top + i, sizeof top_now);
       std::memcpy(&sum, total + i, sizeof sum);
       std::memcpy(&sums, run_sum + i, sizeof sums);
-      // old = -inf on the first chunk: the rescale clamps to about FLT_MIN, times zeros
-      const Floats rescale = exp_nonpositive<Floats, Ints>(old - m);
+      // nothing before (the first chunk, or only -inf scores so far): what came before is zeroed
+      const Floats rescale = old == kNegInf ? Floats{} : exp_nonpositive<Floats, Ints>(old - m);
       sums = sums * rescale + sum;
       std::memcpy(run_sum + i, &sums, sizeof sums);
-      std::memcpy(run_max + i, &m, sizeof m);
+      std::memcpy(run_max + i, &top_now, sizeof top_now);
       if (first > 0) {
         for (int64_t d = 0; d < dim; ++d) {
           Floats o;

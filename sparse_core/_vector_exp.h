@@ -14,7 +14,8 @@ inline F exp_nonpositive(F x) {
   I n;
   std::memcpy(&n, &shifted, sizeof n);
   n -= 0x4B400000;  // the bits of 1.5·2^23
-  F r = x - fn * 0.693359375f + fn * 2.12194440e-4f;  // x - n ln2 in [-ln2/2, ln2/2], ln2 in two parts
+  // x - n ln2, in [-ln2/2, ln2/2], with ln2 in two parts
+  F r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
   F p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;

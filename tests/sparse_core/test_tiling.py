@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sparse_core import AttentionSpec, _native, attend, reference_attend
 from sparse_core import _window_tiles as window_tiles
@@ -213,8 +214,18 @@ def block_attention_float64(q, k, v, heads, query_blocks, key_blocks):
 @pytest.mark.parametrize(
     ("size", "dim", "count"),
     # one row; a short block and head; 64-row tiles and a 2-row tail; 600 keys per block (past
-    # the 512-key softmax chunk: one block per chunk); 20 listed blocks of 64 (three chunks)
-    [(1, 1, 1), (7, 5, 3), (130, 33, 4), (600, 8, 2), (64, 32, 20)],
+    # the 512-key softmax chunk: one block per chunk); 20 listed blocks of 64 (three chunks);
+    # 600 one-key blocks (two chunks of many blocks); wide heads; the executor's largest block
+    [
+        (1, 1, 1),
+        (7, 5, 3),
+        (130, 33, 4),
+        (600, 8, 2),
+        (64, 32, 20),
+        (1, 4, 600),
+        (16, 128, 3),
+        (1024, 4, 2),
+    ],  # fmt: skip
 )
 @pytest.mark.parametrize("per_head", [False, True], ids=["shared", "per_head"])
 @pytest.mark.parametrize("portable", [False, True], ids=["best", "portable"])
@@ -245,6 +256,24 @@ def test_native_block_attention_matches_float64(size, dim, count, per_head, port
     assert (out[untouched] == 7.0).all()
 
 
+@pytest.mark.parametrize("portable", [False, True], ids=["best", "portable"])
+def test_native_block_attention_survives_a_first_chunk_of_overflowed_scores(portable):
+    """Scores that overflow to -inf in the whole first 512-key chunk, finite ones after it: the
+    running maximum starts at -inf, which must not turn the sums into NaN (exp(-inf - -inf))."""
+    q, k, v = (
+        torch.randn(1, 9, 64, 2, generator=torch.Generator().manual_seed(i)) for i in range(3)
+    )
+    q[..., 0], q[..., 1] = 1e20, 0.0
+    k[:, :8, :, 0] = -1e20  # blocks 0-7: q·k = -1e40 -> -inf in float32
+    out = torch.empty_like(q)
+    native_block_attention()(
+        q, k, v, out, torch.empty(0, dtype=torch.int64), torch.tensor([0]),
+        torch.arange(9)[None], 2**-0.5, portable,
+    )  # fmt: skip
+    expected = F.scaled_dot_product_attention(q[0, 0], k[0, 8], v[0, 8])  # only block 8 counts
+    torch.testing.assert_close(out[0, 0], expected, atol=1e-6, rtol=1e-5)
+
+
 def test_native_block_attention_takes_strided_heads_and_rejects_bad_arguments():
     kernel = native_block_attention()
     q, k, v = (
@@ -269,6 +298,11 @@ def test_native_block_attention_takes_strided_heads_and_rejects_bad_arguments():
         ((q, k, v, out, none, one, torch.empty(1, 0, dtype=torch.int64)), "at least one"),
         ((q, k, v, out, none, one, pair.int()), "int64"),
         ((q, k, v, out, none, torch.tensor([0, 1]), pair), "agree"),
+        ((q, k, v, q, none, one, pair), "memory location"),  # out must not be an input
+        (
+            (q, k, v, out.as_strided(out.shape, (0, *out.stride()[1:])), none, one, pair),
+            "memory location",
+        ),
     ]:
         with pytest.raises(RuntimeError, match=message):
             kernel(*args, 1.0)
@@ -283,10 +317,11 @@ def test_native_block_attention_takes_strided_heads_and_rejects_bad_arguments():
     ids=str,
 )
 def test_executor_is_the_same_with_and_without_the_native_kernel(monkeypatch, spec):
-    """Lengths that end inside a block, so that some items take the masked SDPA path and the
-    rest the kernel; then every item through SDPA."""
-    q, k, v = make_qkv(1000, torch.float32)
-    lengths = torch.tensor([1000, 345])
+    """A length of whole blocks (the kernel writes straight into the output) and one that ends
+    inside a block (some items take the masked SDPA path, the rest the kernel); then every item
+    through SDPA."""
+    q, k, v = make_qkv(1024, torch.float32)
+    lengths = torch.tensor([1024, 345])
     native_block_attention()  # built, or the test fails here
     with_native = attend(q, k, v, spec, lengths)
     monkeypatch.setenv(_native.ENV_SWITCH, "0")
