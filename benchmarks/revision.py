@@ -34,6 +34,7 @@ SPECS = {
     "sliding_window": {"window": 512},
     "bigbird": {"block_size": 64, "window_blocks": 3, "global_blocks": 2, "random_blocks": 3},
     "routing": {"block_size": 64, "blocks": 4},
+    "topk": {"top_k": 64},
 }
 
 
