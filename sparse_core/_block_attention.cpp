@@ -1,19 +1,21 @@
 // Block-sparse attention without gathering:
-// torch.ops.longenc.block_attention_(q, k, v, out, heads, query_blocks, key_blocks, scale)
-// writes, for every item g and head h (every head, or heads[g] when `heads` is not empty),
-//   out[h, query_blocks[g]] = softmax(scale · Q Kᵀ) V,  Q = q[h, query_blocks[g]],
-//   K, V = the key blocks k[h, key_blocks[g, 0..c)], v[...] one after another.
-// q, k, v, out: float32 (H, nb, T, D), each block a contiguous T × D run (any strides between
-// heads and blocks); every listed block is whole and every pair allowed (the executor sends
-// groups that need a mask to SDPA instead).
+// torch.ops.longenc.block_attention_(q, k, v, out, heads, query_blocks, key_blocks, block_size,
+//                                    length, scale)
+// q, k, v, out: float32 (H, n, D) rows of one sequence (any strides between heads and rows, each
+// row contiguous; out's n may differ), cut into blocks of block_size rows; only rows < length
+// are read or written (block t is rows [t·T, min((t + 1)·T, length))). For every item g and head h (every head, or heads[g] when
+// `heads` is not empty) it writes, for the query rows of block query_blocks[g],
+//   out = softmax(scale · Q Kᵀ) V,  K, V = the key blocks key_blocks[g, 0..c) one after another.
+// Every pair of an item is allowed (the executor sends items that need a mask to SDPA), and each
+// (head, query block) comes at most once.
 //
 // Why: torch's CPU SDPA takes its keys as one tensor, so the executor copies every listed block
 // into a workspace first (each key block is copied once per query block that lists it), and for
 // 64-row queries it runs 32-row tiles. Here each query tile of up to 64 rows reads its listed
-// blocks where they are, and the two products run on register tiles over 8-wide GCC vectors
-// (AVX2 + FMA where the CPU has it, checked at run time; SSE or NEON halves elsewhere), with the
-// softmax's exp from _vector_exp.h. Built on first use by sparse_core/_native.py with the other
-// kernels into one library.
+// blocks where they lie, in the model's own row layout, and the two products run on register
+// tiles over GCC vectors (AVX2 + FMA where the CPU has it, checked at run time; SSE or NEON
+// elsewhere), with the softmax's exp from _vector_exp.h. Built on first use by
+// sparse_core/_native.py with the other kernels into one library.
 
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
@@ -56,8 +58,7 @@ constexpr int kRows = 6;
 #pragma GCC pop_options
 #endif
 
-using TileFn = void (*)(const float*, int64_t, const float* const*, const float* const*, int64_t,
-                        int64_t, int64_t, float, float*, float*);
+using TileFn = decltype(&generic::attend_tile);
 
 TileFn pick_tile() {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -67,25 +68,29 @@ TileFn pick_tile() {
   return generic::attend_tile;
 }
 
-void check_blocks(const at::Tensor& x, const char* name, const at::Tensor& q) {
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
-              "block_attention_: ", name, " must be a float32 CPU tensor (H, nb, T, D)");
-  TORCH_CHECK(x.sizes() == q.sizes(), "block_attention_: ", name, " must have q's shape");
-  TORCH_CHECK(x.stride(3) == 1 && x.stride(2) == x.size(3),
-              "block_attention_: each block of ", name, " must be one contiguous T × D run");
+void check_rows(const at::Tensor& x, const char* name, const at::Tensor& q, int64_t length) {
+  TORCH_CHECK(x.dim() == 3 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
+              "block_attention_: ", name, " must be a float32 CPU tensor (H, n, D)");
+  TORCH_CHECK(x.size(0) == q.size(0) && x.size(2) == q.size(2),
+              "block_attention_: ", name, " must have q's heads and head size");
+  TORCH_CHECK(0 <= length && length <= x.size(1),
+              "block_attention_: length must be in [0, n] for every tensor (", name, ")");
+  TORCH_CHECK(x.stride(2) == 1, "block_attention_: the rows of ", name, " must be contiguous");
 }
 
 void block_attention_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       at::Tensor& out, const at::Tensor& heads, const at::Tensor& query_blocks,
-                      const at::Tensor& key_blocks, double scale, bool portable) {
+                      const at::Tensor& key_blocks, int64_t block_size, int64_t length,
+                      double scale, bool portable) {
   for (const auto& [x, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}, {&out, "out"}})
-    check_blocks(*x, name, q);
-  // Tasks write disjoint blocks of out only if out's blocks do not overlap each other or the
-  // inputs; each (head, query block) must come at most once among the items (the executor's
-  // groups partition them).
+    check_rows(*x, name, q, length);
+  // Tasks write disjoint rows of out only if out's rows overlap neither each other nor the
+  // inputs (and no (head, query block) comes twice).
   at::assert_no_internal_overlap(out);
   for (const at::Tensor* input : {&q, &k, &v}) at::assert_no_overlap(out, *input);
-  const int64_t head_count = q.size(0), nb = q.size(1), size = q.size(2), dim = q.size(3);
+  const int64_t head_count = q.size(0), dim = q.size(2), size = block_size;
+  TORCH_CHECK(size > 0, "block_attention_: block_size must be positive");
+  const int64_t nb = (length + size - 1) / size;
   TORCH_CHECK(query_blocks.dim() == 1 && key_blocks.dim() == 2 &&
                   key_blocks.size(0) == query_blocks.size(0),
               "block_attention_: query_blocks (G,) and key_blocks (G, c) must agree");
@@ -125,18 +130,23 @@ void block_attention_(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   at::parallel_for(0, items * per_item * tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> work(work_floats);
     std::vector<const float*> keys(count), values(count);
+    std::vector<int64_t> lengths(count);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t g = task / (per_item * tiles), rest = task % (per_item * tiles);
       const int64_t h = heads.numel() ? head_of[g] : rest / tiles;
-      const int64_t first = (rest % tiles) * kTileRows;
+      const int64_t first = query_of[g] * size + (rest % tiles) * kTileRows;  // the tile's row
+      const int64_t rows = std::min({kTileRows, (query_of[g] + 1) * size - first, length - first});
+      if (rows <= 0) continue;  // a tile past the sequence's end
       for (int64_t s = 0; s < count; ++s) {
-        keys[s] = kd + h * k.stride(0) + keys_of[g * count + s] * k.stride(1);
-        values[s] = vd + h * v.stride(0) + keys_of[g * count + s] * v.stride(1);
+        const int64_t start = keys_of[g * count + s] * size;
+        keys[s] = kd + h * k.stride(0) + start * k.stride(1);
+        values[s] = vd + h * v.stride(0) + start * v.stride(1);
+        lengths[s] = std::min(size, length - start);
       }
-      const int64_t row = first * dim;
-      attend_tile(qd + h * q.stride(0) + query_of[g] * q.stride(1) + row,
-                  std::min(kTileRows, size - first), keys.data(), values.data(), count, size, dim,
-                  factor, od + h * out.stride(0) + query_of[g] * out.stride(1) + row, work.data());
+      attend_tile(qd + h * q.stride(0) + first * q.stride(1), q.stride(1), rows, keys.data(),
+                  values.data(), lengths.data(), count, size, k.stride(1), v.stride(1), dim,
+                  factor, od + h * out.stride(0) + first * out.stride(1), out.stride(1),
+                  work.data());
     }
   });
 }
@@ -147,7 +157,8 @@ TORCH_LIBRARY_FRAGMENT(longenc, m) {
   // portable: the generic build even where the AVX2 one runs (so that tests exercise both)
   m.def(
       "block_attention_(Tensor q, Tensor k, Tensor v, Tensor(a!) out, Tensor heads, "
-      "Tensor query_blocks, Tensor key_blocks, float scale, bool portable=False) -> ()");
+      "Tensor query_blocks, Tensor key_blocks, int block_size, int length, float scale, "
+      "bool portable=False) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(longenc, CPU, m) { m.impl("block_attention_", &block_attention_); }

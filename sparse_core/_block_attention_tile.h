@@ -68,14 +68,16 @@ inline void product(const float* a, int64_t a_row, int64_t a_depth, const float*
 
 // Attention of one query tile over its listed key blocks, with the running maximum and sum of
 // the online softmax (FlashAttention's recurrence) across chunks of at most kChunkKeys keys.
-//   q: the tile's first query row (rows of D floats); count: its rows (<= kTileRows)
-//   keys, values: pointers to each listed key block's first row (blocks of `size` rows of D)
-//   out: where the tile's first output row goes (rows of D floats)
+//   q: the tile's first query row, rows q_row floats apart; count: its rows (<= kTileRows)
+//   keys, values: each listed key block's first row, rows k_row (v_row) floats apart;
+//     lengths: each block's rows (`size`, or fewer for the block a sequence ends in)
+//   out: where the tile's first output row goes, rows out_row floats apart
 //   work: 2·D·W + 2·W + (max(kChunkKeys, size) + 3)·W floats of scratch, W = count rounded up
 //   to 16
-void attend_tile(const float* q, int64_t count, const float* const* keys,
-                 const float* const* values, int64_t blocks, int64_t size, int64_t dim,
-                 float scale, float* out, float* work) {
+void attend_tile(const float* q, int64_t q_row, int64_t count, const float* const* keys,
+                 const float* const* values, const int64_t* lengths, int64_t blocks,
+                 int64_t size, int64_t k_row, int64_t v_row, int64_t dim, float scale, float* out,
+                 int64_t out_row, float* work) {
   const int64_t width = (count + 15) / 16 * 16;
   float* qt = work;                       // D × W
   float* ot = qt + dim * width;           // D × W
@@ -83,16 +85,20 @@ void attend_tile(const float* q, int64_t count, const float* const* keys,
   float* run_sum = run_max + width;       // W
   float* scores = run_sum + width;        // max(kChunkKeys, size) × W, then three rows
   for (int64_t d = 0; d < dim; ++d)
-    for (int64_t i = 0; i < width; ++i) qt[d * width + i] = i < count ? q[i * dim + d] * scale : 0;
+    for (int64_t i = 0; i < width; ++i)
+      qt[d * width + i] = i < count ? q[i * q_row + d] * scale : 0;
   std::fill(ot, ot + dim * width, 0.0f);
   std::fill(run_max, run_max + width, kNegInf);
   std::fill(run_sum, run_sum + width, 0.0f);
   const int64_t per_chunk = std::max<int64_t>(1, kChunkKeys / size);
   for (int64_t first = 0; first < blocks; first += per_chunk) {
-    const int64_t chunk = std::min(per_chunk, blocks - first), rows = chunk * size;
-    for (int64_t b = 0; b < chunk; ++b)
-      product(keys[first + b], dim, 1, qt, width, size, dim, width, scores + b * size * width,
+    const int64_t chunk = std::min(per_chunk, blocks - first);
+    int64_t rows = 0;  // the chunk's keys, its blocks' scores one after another
+    for (int64_t b = first; b < first + chunk; ++b) {
+      product(keys[b], k_row, 1, qt, width, lengths[b], dim, width, scores + rows * width,
               width, false);
+      rows += lengths[b];
+    }
     // The chunk's column maxima, then the new weights and their sums, and the rescale of what
     // came before: each pass along whole rows of the scores (down a column, every load would
     // touch a new cache line).
@@ -151,12 +157,15 @@ void attend_tile(const float* q, int64_t count, const float* const* keys,
         }
       }
     }
-    for (int64_t b = 0; b < chunk; ++b)
-      product(values[first + b], 1, dim, scores + b * size * width, width, dim, size, width, ot,
+    rows = 0;
+    for (int64_t b = first; b < first + chunk; ++b) {
+      product(values[b], 1, v_row, scores + rows * width, width, dim, lengths[b], width, ot,
               width, true);
+      rows += lengths[b];
+    }
   }
   for (int64_t i = 0; i < count; ++i) {
     const float inverse = 1.0f / run_sum[i];
-    for (int64_t d = 0; d < dim; ++d) out[i * dim + d] = ot[d * width + i] * inverse;
+    for (int64_t d = 0; d < dim; ++d) out[i * out_row + d] = ot[d * width + i] * inverse;
   }
 }

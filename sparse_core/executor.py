@@ -91,6 +91,16 @@ def _run_sequence(
     counts = (indices >= 0).sum(dim=-1)  # (H', nq)
     per_head = indices.shape[0] > 1
     heads, _, head_dim = q[b].shape
+    kernel = _block_kernel(q, k, v)
+    # Items whose listed blocks the pattern allows whole take the C++ kernel, on the sequence's
+    # own rows (it reads and writes no row past `length`, so the block the sequence ends in needs
+    # no mask); the rest, below, gather from block copies for SDPA.
+    plain = None
+    if kernel is not None:
+        plain = (full | (indices < 0)).all(dim=-1) & (counts > 0)  # (H', nq)
+    if plain is not None and bool(plain.all()):  # every item: straight into out's rows
+        _run_kernel(kernel, q[b], k[b], v[b], out[b], plain, counts, indices, size, length)
+        return
     # (H, nq, T, D) block views of the sequence; a copy padded to whole blocks only when its
     # length is not a multiple of T. Whole blocks are then gathered by index: each a contiguous
     # T·D run per head, where gathering rows would copy D floats at a time.
@@ -101,31 +111,23 @@ def _run_sequence(
         result_blocks = torch.empty(
             (heads, query_blocks, size, head_dim), dtype=q.dtype, device=q.device
         )  # (H, nq, T, D)
+    if plain is not None:
+        rows = result_blocks.flatten(1, 2)  # (H, nq·T, D)
+        _run_kernel(kernel, q[b], k[b], v[b], rows, plain, counts, indices, size, length)
+        counts = counts.masked_fill(plain, -1)  # done
     # One workspace for every group's gathered keys and values: fresh multi-MB tensors per group
     # would each page-fault in, which took as long as the gathers' copying itself.
     workspace = torch.empty(GATHER_BUDGET, dtype=q.dtype, device=q.device)
-    kernel = _block_kernel(result_blocks, *blocked)
     for count in counts.unique().tolist():
         head_ids, block_ids = (counts == count).nonzero(as_tuple=True)  # items of this count
+        if count < 0:  # done in the kernel
+            continue
         if count == 0:  # nothing to attend: zeros
             if per_head:
                 result_blocks[head_ids, block_ids] = 0
             else:
                 result_blocks[:, block_ids] = 0
             continue
-        if kernel is not None:
-            key_blocks = indices[head_ids, block_ids, :count]  # (G, c)
-            # whole listed blocks, every pair allowed: no mask
-            plain = full[head_ids, block_ids, :count].all(dim=1) & (
-                key_blocks < length // size
-            ).all(dim=1)
-            kernel(
-                *blocked, result_blocks, head_ids[plain] if per_head else head_ids[:0],
-                block_ids[plain], key_blocks[plain], head_dim**-0.5,
-            )  # fmt: skip
-            head_ids, block_ids = head_ids[~plain], block_ids[~plain]
-            if not len(block_ids):
-                continue
         run = None if per_head else _affine_run(indices[0, block_ids, :count])
         if run is not None:  # every item's keys one view of the sequence: nothing gathered
             _run_group(
@@ -150,14 +152,37 @@ def _run_sequence(
         out[b, :, :length] = result_blocks.flatten(1, 2)[:, :length]
 
 
-def _block_kernel(*blocks: torch.Tensor):
-    """The C++ block-attention kernel when it can take these (H, nq, T, D) block views (float32
-    on CPU, every block one T·D run), else None."""
-    if blocks[0].dtype != torch.float32 or blocks[0].device.type != "cpu":
+def _block_kernel(*inputs: torch.Tensor):
+    """The C++ block-attention kernel when it can take these (B, H, n, D) inputs (float32 on
+    CPU, contiguous rows), else None."""
+    if inputs[0].dtype != torch.float32 or inputs[0].device.type != "cpu":
         return None
-    if any(x.stride(3) != 1 or x.stride(2) != x.shape[3] for x in blocks):
+    if any(x.stride(-1) != 1 for x in inputs):
         return None
     return _native.block_attention()
+
+
+def _run_kernel(
+    kernel,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    plain: torch.Tensor,
+    counts: torch.Tensor,
+    indices: torch.Tensor,
+    size: int,
+    length: int,
+) -> None:
+    """The `plain` items (H', nq) through the kernel, one call per list length: q, k, v the
+    sequence's (H, n, D) rows, out (H, ≥ length, D) rows to write."""
+    per_head = indices.shape[0] > 1
+    for count in counts[plain].unique().tolist():
+        head_ids, block_ids = (plain & (counts == count)).nonzero(as_tuple=True)
+        kernel(
+            q, k, v, out, head_ids if per_head else head_ids[:0], block_ids,
+            indices[head_ids, block_ids, :count], size, length, q.shape[-1] ** -0.5,
+        )  # fmt: skip
 
 
 def _affine_run(key_blocks: torch.Tensor) -> tuple[int, int] | None:

@@ -199,16 +199,30 @@ def native_block_attention():
     return _native.block_attention()
 
 
-def block_attention_float64(q, k, v, heads, query_blocks, key_blocks):
-    """The kernel's contract in float64: {(h, t): (attention of q[h, t] over the listed blocks,
-    the largest |score|)}."""
+def block_attention_float64(q, k, v, heads, query_blocks, key_blocks, size, length):
+    """The kernel's contract in float64, on (H, n, D) rows cut into blocks of `size` rows, rows
+    from `length` on absent: {(h, t): (attention of block t's query rows over the listed blocks'
+    rows, the largest |score|)}."""
+
+    def rows(x, h, block):
+        return x[h, block * size : min((block + 1) * size, length)].double()
+
     expected = {}
-    for g, (t, listed) in enumerate(zip(query_blocks.tolist(), key_blocks, strict=True)):
+    for g, (t, listed) in enumerate(zip(query_blocks.tolist(), key_blocks.tolist(), strict=True)):
         for h in [heads[g].item()] if len(heads) else range(q.shape[0]):
-            keys, values = (x[h, listed].flatten(0, 1).double() for x in (k, v))
-            scores = q[h, t].double() @ keys.T / math.sqrt(q.shape[-1])
+            keys, values = (torch.cat([rows(x, h, s) for s in listed]) for x in (k, v))
+            scores = rows(q, h, t) @ keys.T / math.sqrt(q.shape[-1])
             expected[h, t] = scores.softmax(dim=-1) @ values, scores.abs().max().item()
     return expected
+
+
+def assert_block_attention(out, expected, size, length):
+    for (h, t), (rows, largest) in expected.items():
+        # a float32 score s is off by ~|s|·1e-7, which exp carries into the weights: a bound
+        # that grows with the largest score (torch's SDPA is off by 6e-6 at |s| = 60 here)
+        atol = 1e-6 + 4e-7 * largest
+        written = out[h, t * size : min((t + 1) * size, length)].double()
+        torch.testing.assert_close(written, rows, atol=atol, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -228,32 +242,35 @@ def block_attention_float64(q, k, v, heads, query_blocks, key_blocks):
     ],  # fmt: skip
 )
 @pytest.mark.parametrize("per_head", [False, True], ids=["shared", "per_head"])
+@pytest.mark.parametrize("ends", ["whole", "inside"], ids=["whole_blocks", "ends_in_block"])
 @pytest.mark.parametrize("portable", [False, True], ids=["best", "portable"])
-def test_native_block_attention_matches_float64(size, dim, count, per_head, portable):
-    """out[h, t] = softmax(q[h, t] · Kᵀ / √D) V over item t's listed blocks, every head or the
-    item's own; the build this CPU runs and the portable one. Scores up to ~±60, so that the
+def test_native_block_attention_matches_float64(size, dim, count, per_head, ends, portable):
+    """Block t's query rows = softmax(q · Kᵀ / √D) V over item t's listed blocks, every head or
+    the item's own; the build this CPU runs and the portable one. Scores up to ~±60, so that the
     running maximum of the online softmax moves between chunks; a repeated block counts twice;
-    blocks not listed stay as they were."""
+    a sequence that ends inside its last block (rows past it neither read nor written: they are
+    NaN in the inputs and stay 7 in the output); rows of blocks not listed stay as they were."""
     heads, blocks = 3, 6
+    length = blocks * size if ends == "whole" or size == 1 else blocks * size - size // 2
     generator = torch.Generator().manual_seed(size * 31 + dim)
-    q, k, v = (torch.randn(heads, blocks, size, dim, generator=generator) for _ in range(3))
-    k[:, 4] *= 12  # block 4 scores far above the others
+    q, k, v = (torch.randn(heads, blocks * size, dim, generator=generator) for _ in range(3))
+    for x in (q, k, v):
+        x[:, length:] = float("nan")
+    k[:, 4 * size : 5 * size] *= 12  # block 4 scores far above the others
     query_blocks = torch.tensor([0, 4, 5, 2])
     key_blocks = torch.randint(0, blocks, (4, count), generator=generator)
-    key_blocks[0, 0] = key_blocks[0, -1] = 4  # listed twice
+    key_blocks[0, 0] = key_blocks[0, -1] = 5  # listed twice, and the block the sequence ends in
     head_ids = torch.tensor([2, 0, 1, 2]) if per_head else torch.empty(0, dtype=torch.int64)
     out = torch.full_like(q, 7.0)
-    native_block_attention()(q, k, v, out, head_ids, query_blocks, key_blocks, dim**-0.5, portable)
-    expected = block_attention_float64(q, k, v, head_ids, query_blocks, key_blocks)
-    for (h, t), (rows, largest) in expected.items():
-        # a float32 score s is off by ~|s|·1e-7, which exp carries into the weights: a bound
-        # that grows with the largest score (torch's SDPA is off by 6e-6 at |s| = 60 here)
-        atol = 1e-6 + 4e-7 * largest
-        torch.testing.assert_close(out[h, t].double(), rows, atol=atol, rtol=1e-5)
-    untouched = torch.ones(heads, blocks, dtype=torch.bool)
+    native_block_attention()(
+        q, k, v, out, head_ids, query_blocks, key_blocks, size, length, dim**-0.5, portable
+    )
+    expected = block_attention_float64(q, k, v, head_ids, query_blocks, key_blocks, size, length)
+    assert_block_attention(out, expected, size, length)
+    written = torch.zeros(heads, blocks * size, dtype=torch.bool)
     for h, t in expected:
-        untouched[h, t] = False
-    assert (out[untouched] == 7.0).all()
+        written[h, t * size : min((t + 1) * size, length)] = True
+    assert (out[~written[..., None].expand_as(out)] == 7.0).all()
 
 
 @pytest.mark.parametrize("portable", [False, True], ids=["best", "portable"])
@@ -261,46 +278,52 @@ def test_native_block_attention_survives_a_first_chunk_of_overflowed_scores(port
     """Scores that overflow to -inf in the whole first 512-key chunk, finite ones after it: the
     running maximum starts at -inf, which must not turn the sums into NaN (exp(-inf - -inf))."""
     q, k, v = (
-        torch.randn(1, 9, 64, 2, generator=torch.Generator().manual_seed(i)) for i in range(3)
+        torch.randn(1, 9 * 64, 2, generator=torch.Generator().manual_seed(i)) for i in range(3)
     )
     q[..., 0], q[..., 1] = 1e20, 0.0
-    k[:, :8, :, 0] = -1e20  # blocks 0-7: q·k = -1e40 -> -inf in float32
+    k[:, : 8 * 64, 0] = -1e20  # blocks 0-7: q·k = -1e40 -> -inf in float32
     out = torch.empty_like(q)
     native_block_attention()(
         q, k, v, out, torch.empty(0, dtype=torch.int64), torch.tensor([0]),
-        torch.arange(9)[None], 2**-0.5, portable,
+        torch.arange(9)[None], 64, 9 * 64, 2**-0.5, portable,
     )  # fmt: skip
-    expected = F.scaled_dot_product_attention(q[0, 0], k[0, 8], v[0, 8])  # only block 8 counts
-    torch.testing.assert_close(out[0, 0], expected, atol=1e-6, rtol=1e-5)
+    keys, values = k[0, 8 * 64 :], v[0, 8 * 64 :]  # only block 8 counts
+    expected = F.scaled_dot_product_attention(q[0, :64], keys, values)
+    torch.testing.assert_close(out[0, :64], expected, atol=1e-6, rtol=1e-5)
 
 
-def test_native_block_attention_takes_strided_heads_and_rejects_bad_arguments():
+def test_native_block_attention_takes_strided_rows_and_rejects_bad_arguments():
+    """The model's layout, (n, H, D) rows seen as (H, n, D); an output with heads interleaved
+    another way; then every bad argument."""
     kernel = native_block_attention()
     q, k, v = (
-        torch.randn(4, 2, 3, 16, 8, generator=torch.Generator().manual_seed(i))[:, 1]
+        torch.randn(40, 4, 8, generator=torch.Generator().manual_seed(i)).transpose(0, 1)
         for i in range(3)
-    )  # (4, 3, 16, 8), heads six blocks apart
-    out = torch.empty(3, 4, 16, 8).transpose(0, 1)  # heads one block apart, blocks four
+    )  # (4, 40, 8), rows 32 floats apart
+    out = torch.empty(4, 2, 40, 8)[:, 1]  # rows 8 floats apart, heads 640
     none = torch.empty(0, dtype=torch.int64)
-    kernel(q, k, v, out, none, torch.tensor([2]), torch.tensor([[0, 2]]), 8**-0.5)
-    expected = block_attention_float64(q, k, v, none, torch.tensor([2]), torch.tensor([[0, 2]]))
-    for (h, t), (rows, _) in expected.items():
-        torch.testing.assert_close(out[h, t].double(), rows, atol=2e-6, rtol=1e-5)
+    listed = torch.tensor([[0, 2]])
+    kernel(q, k, v, out, none, torch.tensor([2]), listed, 16, 37, 8**-0.5)
+    expected = block_attention_float64(q, k, v, none, torch.tensor([2]), listed, 16, 37)
+    assert_block_attention(out, expected, 16, 37)
     one, pair = torch.tensor([0]), torch.tensor([[0, 1]])
-    columns = v.transpose(2, 3).contiguous().transpose(2, 3)  # blocks stored column-major
+    columns = v.transpose(1, 2).contiguous().transpose(1, 2)  # rows stored column-major
     for args, message in [
-        ((q.double(), k, v, out, none, one, pair), "float32"),
-        ((q, k[:, :2], v, out, none, one, pair), "shape"),
-        ((q, k, columns, out, none, one, pair), "contiguous"),
-        ((q, k, v, out, none, one, torch.tensor([[0, 3]])), "key block out of range"),
-        ((q, k, v, out, none, torch.tensor([-1]), pair), "query block out of range"),
-        ((q, k, v, out, torch.tensor([4]), one, pair), "head out of range"),
-        ((q, k, v, out, none, one, torch.empty(1, 0, dtype=torch.int64)), "at least one"),
-        ((q, k, v, out, none, one, pair.int()), "int64"),
-        ((q, k, v, out, none, torch.tensor([0, 1]), pair), "agree"),
-        ((q, k, v, q, none, one, pair), "memory location"),  # out must not be an input
+        ((q.double(), k, v, out, none, one, pair, 16, 37), "float32"),
+        ((q, k[:2], v, out, none, one, pair, 16, 37), "heads and head size"),
+        ((q, k, columns, out, none, one, pair, 16, 37), "contiguous"),
+        ((q, k, v, out, none, one, pair, 16, 41), "length"),
+        ((q, k, v, out, none, one, pair, 0, 37), "block_size"),
+        ((q, k, v, out, none, one, torch.tensor([[0, 3]]), 16, 37), "key block out of range"),
+        ((q, k, v, out, none, one, pair, 16, 16), "key block out of range"),  # one block only
+        ((q, k, v, out, none, torch.tensor([-1]), pair, 16, 37), "query block out of range"),
+        ((q, k, v, out, torch.tensor([4]), one, pair, 16, 37), "head out of range"),
+        ((q, k, v, out, none, one, torch.empty(1, 0, dtype=torch.int64), 16, 37), "at least one"),
+        ((q, k, v, out, none, one, pair.int(), 16, 37), "int64"),
+        ((q, k, v, out, none, torch.tensor([0, 1]), pair, 16, 37), "agree"),
+        ((q, k, v, q, none, one, pair, 16, 37), "memory location"),  # out must not be an input
         (
-            (q, k, v, out.as_strided(out.shape, (0, *out.stride()[1:])), none, one, pair),
+            (q, k, v, out.as_strided(out.shape, (0, *out.stride()[1:])), none, one, pair, 16, 37),
             "memory location",
         ),
     ]:
@@ -317,10 +340,11 @@ def test_native_block_attention_takes_strided_heads_and_rejects_bad_arguments():
     ids=str,
 )
 def test_executor_is_the_same_with_and_without_the_native_kernel(monkeypatch, spec):
-    """A length of whole blocks (the kernel writes straight into the output) and one that ends
-    inside a block (some items take the masked SDPA path, the rest the kernel); then every item
-    through SDPA."""
-    q, k, v = make_qkv(1024, torch.float32)
+    """A length of whole blocks and one that ends inside a block, in the model's row layout (q,
+    k, v views of (B, n, H, D) rows); then every item through gather + SDPA."""
+    q, k, v = (
+        x.transpose(1, 2).contiguous().transpose(1, 2) for x in make_qkv(1024, torch.float32)
+    )
     lengths = torch.tensor([1024, 345])
     native_block_attention()  # built, or the test fails here
     with_native = attend(q, k, v, spec, lengths)
