@@ -3,8 +3,9 @@
 //                                    length, scale)
 // q, k, v, out: float32 (H, n, D) rows of one sequence (any strides between heads and rows, each
 // row contiguous; out's n may differ), cut into blocks of block_size rows; only rows < length
-// are read or written (block t is rows [t·T, min((t + 1)·T, length))). For every item g and head h (every head, or heads[g] when
-// `heads` is not empty) it writes, for the query rows of block query_blocks[g],
+// are read or written (block t is rows [t·T, min((t + 1)·T, length))). For every item g and
+// head h (every head, or heads[g] when `heads` is not empty) it writes, for the query rows of
+// block query_blocks[g],
 //   out = softmax(scale · Q Kᵀ) V,  K, V = the key blocks key_blocks[g, 0..c) one after another.
 // Every pair of an item is allowed (the executor sends items that need a mask to SDPA), and each
 // (head, query block) comes at most once.
