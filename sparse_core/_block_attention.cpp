@@ -120,9 +120,11 @@ void block_attention_(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   const TileFn attend_tile = portable ? generic::attend_tile : best;
   const int64_t per_item = heads.numel() ? 1 : head_count;
   const int64_t tiles = (size + kTileRows - 1) / kTileRows;
-  const int64_t width = (std::min(size, kTileRows) + 15) / 16 * 16;  // as in attend_tile
+  // a block holds at most min(size, length) rows: scratch for a chunk's scores and a tile's rows
+  const int64_t longest = std::min(size, std::max<int64_t>(length, 1));
+  const int64_t width = (std::min(longest, kTileRows) + 15) / 16 * 16;  // as in attend_tile
   const int64_t work_floats =
-      2 * dim * width + 2 * width + (std::max(kChunkKeys, size) + 3) * width;
+      2 * dim * width + 2 * width + (std::max(kChunkKeys, longest) + 3) * width;
   const float* qd = q.const_data_ptr<float>();
   const float* kd = k.const_data_ptr<float>();
   const float* vd = v.const_data_ptr<float>();

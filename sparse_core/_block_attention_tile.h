@@ -72,8 +72,8 @@ inline void product(const float* a, int64_t a_row, int64_t a_depth, const float*
 //   keys, values: each listed key block's first row, rows k_row (v_row) floats apart;
 //     lengths: each block's rows (`size`, or fewer for the block a sequence ends in)
 //   out: where the tile's first output row goes, rows out_row floats apart
-//   work: 2·D·W + 2·W + (max(kChunkKeys, size) + 3)·W floats of scratch, W = count rounded up
-//   to 16
+//   work: 2·D·W + 2·W + (max(kChunkKeys, longest block) + 3)·W floats of scratch, W = count
+//   rounded up to 16
 void attend_tile(const float* q, int64_t q_row, int64_t count, const float* const* keys,
                  const float* const* values, const int64_t* lengths, int64_t blocks,
                  int64_t size, int64_t k_row, int64_t v_row, int64_t dim, float scale, float* out,
@@ -83,7 +83,7 @@ void attend_tile(const float* q, int64_t q_row, int64_t count, const float* cons
   float* ot = qt + dim * width;           // D × W
   float* run_max = ot + dim * width;      // W
   float* run_sum = run_max + width;       // W
-  float* scores = run_sum + width;        // max(kChunkKeys, size) × W, then three rows
+  float* scores = run_sum + width;        // a chunk's keys × W, then three rows
   for (int64_t d = 0; d < dim; ++d)
     for (int64_t i = 0; i < width; ++i)
       qt[d * width + i] = i < count ? q[i * q_row + d] * scale : 0;

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +35,11 @@ HEADERS = [
     for name in ("_vector_exp.h", "_threshold_passes.h", "_block_attention_tile.h")
 ]
 ENV_SWITCH = "SPARSE_CORE_NATIVE"
+# torch's build lock (a `lock` file in the build directory) is held while a process checks or
+# builds the library, and every other process waits while it exists, with no time limit. A
+# process killed meanwhile (SIGKILL, a timeout, the OOM killer) leaves it behind, and every later
+# load would wait forever. A build takes a minute at most here; a lock older than this is stale.
+STALE_LOCK_S = 300.0
 
 _lock = threading.Lock()
 _NOT_BUILT = object()
@@ -56,9 +62,10 @@ def threshold_columns() -> Callable[[torch.Tensor, float], torch.Tensor] | None:
 
 
 def block_attention() -> Callable[..., None] | None:
-    """torch.ops.longenc.block_attention_ (q, k, v, out: float32 CPU (H, nb, T, D) blocks; heads
-    (G,) or empty; query_blocks (G,); key_blocks (G, c); scale) -> None, `out`'s listed blocks
-    written with unmasked attention over each item's key blocks; or None."""
+    """torch.ops.longenc.block_attention_ (q, k, v, out: float32 CPU (H, n, D) rows of one
+    sequence; heads (G,) or empty; query_blocks (G,); key_blocks (G, c); block_size; length;
+    scale) -> None, the rows of each item's query block in `out` written with unmasked attention
+    over its key blocks' rows, no row at or past `length` read or written; or None."""
     return torch.ops.longenc.block_attention_ if _built() else None
 
 
@@ -77,6 +84,7 @@ def _build() -> bool:
         from torch.utils import cpp_extension
 
         _put_ninja_on_path()
+        _clear_stale_lock(Path(cpp_extension._get_build_directory(library_name(), False)))
         cpp_extension.load(
             name=library_name(),
             sources=[str(source) for source in SOURCES],
@@ -89,6 +97,22 @@ def _build() -> bool:
     except Exception as error:  # no compiler, no ninja, a failed build: fall back, loudly
         logger.warning("C++ kernels unavailable, using the torch paths: %s", error)
         return False
+
+
+def _clear_stale_lock(directory: Path, stale_after: float = STALE_LOCK_S) -> None:
+    """Waits while `directory`'s build lock is younger than `stale_after` seconds (another
+    process is building), then removes it if it is still there (its owner died)."""
+    lock = directory / "lock"
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age >= stale_after:
+            logger.warning("removing a stale build lock, %.0f s old: %s", age, lock)
+            lock.unlink(missing_ok=True)
+            return
+        time.sleep(min(1.0, stale_after - age))
 
 
 def library_name() -> str:

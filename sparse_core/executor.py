@@ -9,9 +9,11 @@ list a partial block or the block the sequence ends in; elsewhere SDPA runs unma
 torch.compile, nothing n×n.
 
 In float32 with the C++ kernels built (`sparse_core/_block_attention.cpp`), query blocks whose
-listed blocks are whole and wholly allowed skip the gathering: the kernel reads each listed block
-where it lies, on 64-row query tiles (SDPA runs 32-row tiles for 64 queries). Masked items, other
-dtypes, and machines without a compiler take the SDPA path, with the same results to rounding.
+listed blocks the pattern allows whole skip the gathering, the block the sequence ends in
+included: the kernel reads each listed block where it lies in the model's rows, on 64-row query
+tiles (SDPA runs 32-row tiles for 64 queries), and no row past the sequence's length. Masked
+items, other dtypes, and machines without a compiler take the SDPA path, with the same results
+to rounding.
 """
 
 from __future__ import annotations

@@ -1,0 +1,70 @@
+"""Loading the C++ kernels: a build lock left by a killed process must not hang every later load."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from sparse_core import _native
+from tests.sparse_core.test_tiling import require_native
+
+
+def test_a_stale_build_lock_is_removed(tmp_path):
+    lock = tmp_path / "lock"
+    lock.touch()
+    old = time.time() - _native.STALE_LOCK_S - 1
+    os.utime(lock, (old, old))
+    _native._clear_stale_lock(tmp_path)
+    assert not lock.exists()
+
+
+def test_a_live_build_lock_is_waited_for_and_left_to_its_owner(tmp_path):
+    """Another process building: its lock goes away when it is done, and nobody else's."""
+    lock = tmp_path / "lock"
+    lock.touch()
+    released = threading.Timer(0.3, lock.unlink)
+    released.start()
+    started = time.monotonic()
+    _native._clear_stale_lock(tmp_path, stale_after=60)
+    assert time.monotonic() - started >= 0.25
+    released.join()
+
+
+def test_a_lock_that_never_goes_away_is_removed_once_stale(tmp_path):
+    lock = tmp_path / "lock"
+    lock.touch()
+    started = time.monotonic()
+    _native._clear_stale_lock(tmp_path, stale_after=0.5)
+    assert not lock.exists()
+    assert 0.4 <= time.monotonic() - started < 30
+
+
+def test_loading_the_kernels_survives_a_lock_left_by_a_killed_build():
+    """torch waits on its build lock with no time limit: without the check, this load would
+    never return (it runs in a thread, so that a regression fails here instead of hanging)."""
+    require_native()  # built once already, so the load below only checks and loads
+    from torch.utils import cpp_extension
+
+    directory = cpp_extension._get_build_directory(_native.library_name(), False)
+    lock = os.path.join(directory, "lock")
+    with open(lock, "w"):
+        pass
+    old = time.time() - _native.STALE_LOCK_S - 1
+    os.utime(lock, (old, old))
+    try:
+        loaded: list[bool] = []
+        loader = threading.Thread(target=lambda: loaded.append(_native._build()), daemon=True)
+        loader.start()
+        loader.join(timeout=300)
+        assert loaded == [True], "the load waited on the stale lock"
+        assert not os.path.exists(lock)
+    finally:
+        if os.path.exists(lock) and not loaded:
+            os.unlink(lock)  # leave no lock behind for the rest of the run
+
+
+def test_no_lock_returns_at_once(tmp_path):
+    started = time.monotonic()
+    _native._clear_stale_lock(tmp_path)
+    assert time.monotonic() - started < 1
