@@ -121,9 +121,9 @@ def _run_sequence(
     # would each page-fault in, which took as long as the gathers' copying itself.
     workspace = torch.empty(GATHER_BUDGET, dtype=q.dtype, device=q.device)
     for count in counts.unique().tolist():
-        head_ids, block_ids = (counts == count).nonzero(as_tuple=True)  # items of this count
         if count < 0:  # done in the kernel
             continue
+        head_ids, block_ids = (counts == count).nonzero(as_tuple=True)  # items of this count
         if count == 0:  # nothing to attend: zeros
             if per_head:
                 result_blocks[head_ids, block_ids] = 0
