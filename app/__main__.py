@@ -54,7 +54,7 @@ class DrainingServer(uvicorn.Server):
         try:
             await asyncio.wait_for(self.lifecycle.drain(), self.drain_timeout_s)
             logger.info("drained; shutting down")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.warning(
                 "drain timeout (%.0f s): %d requests still in flight are cut off",
                 self.drain_timeout_s,

@@ -12,6 +12,7 @@ from prometheus_client import start_http_server
 
 from app.batcher import Batcher, BatchLimits
 from app.errors import install_error_handlers
+from app.fastpath import FastPath, endpoints
 from app.lifecycle import Lifecycle
 from app.metrics import Metrics
 from app.middleware import AdmissionMiddleware, InternalErrorMiddleware
@@ -100,7 +101,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.lifecycle = Lifecycle()
-    # The last added runs first: admission sees every answer, the 408s, 413s and 500s included.
+    install_error_handlers(app)
+    install_openapi(app)
+    routers = (encode.router, openai.router, tei.router, ops.router, docs.router)
+    for router in routers:
+        app.include_router(router)
+    # The last added runs first: admission sees every answer, the 408s, 413s and 500s included;
+    # the fast path sees only admitted requests, with their bodies read.
+    app.add_middleware(FastPath, state=app.state, routes=endpoints(routers))
     app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(
         AdmissionMiddleware,
@@ -109,8 +117,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=settings.max_payload_bytes,
         body_timeout_s=settings.body_timeout_s,
     )
-    install_error_handlers(app)
-    install_openapi(app)
-    for router in (encode.router, openai.router, tei.router, ops.router, docs.router):
-        app.include_router(router)
     return app

@@ -99,25 +99,28 @@ class AdmissionMiddleware:
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             raise PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
-        deadline = time.monotonic() + self.body_timeout_s
         chunks: list[bytes] = []
         size = 0
-        while True:
-            try:
-                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
-            except asyncio.TimeoutError:
-                raise RequestTimeout(
-                    f"the request body was not received within {self.body_timeout_s:g} s"
-                ) from None
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise PayloadTooLarge(f"request body exceeds the limit of {self.max_bytes} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        try:
+            # one timer for the whole body (asyncio.wait_for would start a task per message)
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise PayloadTooLarge(
+                            f"request body exceeds the limit of {self.max_bytes} bytes"
+                        )
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body was not received within {self.body_timeout_s:g} s"
+            ) from None
 
     def _record(self, state: dict, status: int, received_at: float) -> None:
         mode = state.get(MODE, NO_MODE)

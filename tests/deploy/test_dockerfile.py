@@ -13,17 +13,13 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.deploy.files import DOCKERFILE, ROOT
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    tomllib = pytest.importorskip("tomli")
 
 HADOLINT = Path(sys.executable).with_name("hadolint")
 

@@ -193,7 +193,7 @@ async def leave_after(request: httpx.Request, delay_s: float) -> httpx.Response 
     async with httpx.AsyncClient(timeout=120) as own:
         try:
             return await asyncio.wait_for(own.send(request), delay_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
 
 

@@ -1,0 +1,245 @@
+"""The inference routes' fast path (app.fastpath): it answers every request exactly as FastAPI
+does, serves the valid ones without FastAPI, and hands everything else to FastAPI.
+
+Two real apps with the default model, one without the fast path, get the same requests; their
+answers must match (status, JSON body, the headers clients read). A spy between the fast path
+and FastAPI records which requests reached FastAPI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, Depends, FastAPI, Request
+from starlette.middleware import Middleware
+from starlette.types import Receive, Scope, Send
+
+from app.deps import ServiceDep, check_api_key
+from app.fastpath import FastPath, endpoints
+from app.main import create_app, lifespan
+from app.middleware import INFERENCE_PATHS
+from app.routes import encode, openai, tei
+from app.schemas import EncodeRequest
+from app.settings import Settings
+
+KEY = "s3cret"
+# The answer's headers a client may read; the timing headers differ from run to run.
+COMPARED_HEADERS = ("content-type", "retry-after", "www-authenticate", "x-prompt-tokens")
+
+
+class Spy:
+    """Records the path of every request that reaches FastAPI."""
+
+    def __init__(self, app, seen: list[str]) -> None:
+        self.app, self.seen = app, seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.seen.append(scope["path"])
+        await self.app(scope, receive, send)
+
+
+class Served:
+    """One app (with or without the fast path) running its lifespan on a shared event loop."""
+
+    def __init__(self, runner: asyncio.Runner, fast: bool) -> None:
+        self.runner = runner
+        self.app = create_app(Settings(api_key=KEY, warmup=False))
+        self.reached_fastapi: list[str] = []
+        if not fast:
+            middleware = self.app.user_middleware
+            self.app.user_middleware = [m for m in middleware if m.cls is not FastPath]
+        # innermost: between the fast path and FastAPI
+        self.app.user_middleware.append(Middleware(Spy, seen=self.reached_fastapi))
+        self.stack = AsyncExitStack()
+        runner.run(self.stack.enter_async_context(lifespan(self.app)))
+        runner.run(self._until_ready())
+        transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=True)
+        self.client = httpx.AsyncClient(transport=transport, base_url="http://test")
+
+    async def _until_ready(self) -> None:
+        while not self.app.state.lifecycle.ready:
+            await asyncio.sleep(0.01)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.runner.run(self.client.post(path, **kwargs))
+
+    def close(self) -> None:
+        self.runner.run(self.client.aclose())
+        self.runner.run(self.stack.aclose())
+
+
+@pytest.fixture(scope="module")
+def apps() -> Iterator[tuple[Served, Served]]:
+    with asyncio.Runner() as runner:
+        fast, plain = Served(runner, fast=True), Served(runner, fast=False)
+        try:
+            yield fast, plain
+        finally:
+            fast.close()
+            plain.close()
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equal JSON values, floats within float32 rounding (the two apps batch alike, but a
+    different thread may run the forward pass)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+AUTH = {"authorization": f"Bearer {KEY}"}
+JSON = {**AUTH, "content-type": "application/json"}
+
+# (path, headers, body bytes): served by the fast path
+VALID = [
+    ("/v1/embeddings", JSON, {"input": "hello world"}),
+    ("/v1/embeddings", JSON, {"input": ["one", "two"], "dimensions": 8}),
+    ("/v1/embeddings", JSON, {"input": "x", "encoding_format": "base64"}),
+    ("/v1/embeddings", JSON, {"input": [101, 7592, 102]}),
+    (
+        "/v1/embeddings",
+        {"authorization": f"bearer {KEY}", "content-type": "Application/JSON; charset=utf-8"},
+        {"input": "scheme and type in any case"},
+    ),
+    ("/v1/embeddings", {**AUTH, "content-type": "application/vnd.api+json"}, {"input": "+json"}),
+    ("/encode", JSON, {"inputs": ["a", "b"], "attention": {"mode": "sliding_window", "window": 4}}),
+    ("/encode", JSON, {"inputs": "a b c d e f", "late_chunking": False, "pooling": "cls"}),
+    ("/encode", JSON, {"inputs": "one. two. three.", "chunking": {"tokens": 3, "overlap": 1}}),
+    ("/embed", JSON, {"inputs": ["x", "y"], "dimensions": 5}),
+    ("/", JSON, {"inputs": "root"}),
+    ("/embed_all", JSON, {"inputs": "token vectors"}),
+]
+
+# Answered by FastAPI (the fast path hands them on), or by the endpoint with an error.
+REFUSED = [
+    ("/v1/embeddings", {"content-type": "application/json"}, {"input": "no key"}),
+    ("/v1/embeddings", {"authorization": "Bearer wrong"}, {"input": "wrong key"}),
+    ("/v1/embeddings", {"authorization": KEY}, {"input": "no scheme"}),
+    ("/v1/embeddings", {"authorization": f"Basic {KEY}"}, {"input": "other scheme"}),
+    ("/v1/embeddings", JSON, b'{"input": '),
+    ("/v1/embeddings", JSON, b"\xff\xfe not utf-8"),
+    ("/v1/embeddings", JSON, b"[" * 100_000),
+    ("/v1/embeddings", JSON, b""),
+    ("/v1/embeddings", JSON, []),
+    ("/v1/embeddings", JSON, {"input": 5}),
+    ("/v1/embeddings", JSON, {"input": "x", "unknown": 1}),
+    ("/v1/embeddings", JSON, {"input": "x", "attention": {"mode": "nope"}}),
+    ("/v1/embeddings", {**AUTH, "content-type": "text/plain"}, {"input": "not JSON's type"}),
+    ("/v1/embeddings", AUTH, {"input": "no content type (FastAPI's strict_content_type)"}),
+    ("/encode", {**AUTH, "content-type": "multipart/form-data"}, {"inputs": "x"}),
+    ("/encode", JSON, {"inputs": []}),
+    ("/embed", JSON, {"inputs": "x", "truncation_direction": "up"}),
+]
+
+# Valid bodies the endpoint refuses: the fast path runs them and answers the endpoint's error.
+ENDPOINT_ERRORS = [
+    ("/v1/embeddings", JSON, {"input": "x", "dimensions": 100_000}),
+    ("/embed", JSON, {"inputs": "x", "dimensions": 100_000}),
+    ("/v1/embeddings", JSON, {"input": ["x"] * 100_000}),
+    ("/encode", JSON, {"inputs": "y " * 40_000}),
+    ("/v1/embeddings", JSON, {"input": [[101, 10**9, 102]]}),
+    ("/encode", JSON, {"inputs": "x", "late_chunking": True, "pooling": "cls"}),
+    ("/encode", JSON, {"inputs": "x", "prompt_name": "no such prompt"}),
+]
+
+
+def content(body: Any) -> bytes:
+    return body if isinstance(body, bytes) else json.dumps(body).encode()
+
+
+def answers(served: Served, path: str, headers: dict, body: Any) -> tuple[int, Any, dict]:
+    served.reached_fastapi.clear()
+    response = served.post(path, headers=headers, content=content(body))
+    kept = {name: response.headers.get(name) for name in COMPARED_HEADERS}
+    return response.status_code, response.json(), kept
+
+
+@pytest.mark.parametrize(("path", "headers", "body"), VALID)
+def test_valid_requests_are_answered_alike_without_fastapi(apps, path, headers, body) -> None:
+    fast, plain = apps
+    status, answer, kept = answers(fast, path, headers, body)
+    assert fast.reached_fastapi == []
+    expected = answers(plain, path, headers, body)
+    assert plain.reached_fastapi == [path]
+    assert status == 200
+    assert (status, kept) == (expected[0], expected[2])
+    assert same_json(answer, expected[1])
+
+
+@pytest.mark.parametrize(("path", "headers", "body"), REFUSED)
+def test_refused_requests_reach_fastapi_and_get_its_answer(apps, path, headers, body) -> None:
+    fast, plain = apps
+    got = answers(fast, path, headers, body)
+    assert fast.reached_fastapi == [path]
+    assert got == answers(plain, path, headers, body)
+    assert got[0] in (401, 422)
+
+
+@pytest.mark.parametrize(("path", "headers", "body"), ENDPOINT_ERRORS)
+def test_endpoint_errors_are_answered_alike_without_fastapi(apps, path, headers, body) -> None:
+    fast, plain = apps
+    got = answers(fast, path, headers, body)
+    assert fast.reached_fastapi == []
+    assert got == answers(plain, path, headers, body)
+    assert got[0] == 422
+
+
+def test_a_server_not_ready_is_answered_by_fastapi(apps) -> None:
+    fast, plain = apps
+    for served in apps:
+        served.app.state.lifecycle.state = "loading"
+    try:
+        got = answers(fast, "/v1/embeddings", JSON, {"input": "too early"})
+        assert fast.reached_fastapi == ["/v1/embeddings"]
+        assert got == answers(plain, "/v1/embeddings", JSON, {"input": "too early"})
+        assert got[0] == 503
+    finally:
+        for served in apps:
+            served.app.state.lifecycle.state = "ready"
+
+
+def test_the_fast_path_covers_every_inference_route() -> None:
+    assert set(endpoints([encode.router, openai.router, tei.router])) == INFERENCE_PATHS
+
+
+async def _needs_more(request: Request) -> None:
+    """A dependency the fast path would not run."""
+
+
+def test_a_route_with_another_dependency_is_refused() -> None:
+    router = APIRouter(dependencies=[Depends(check_api_key), Depends(_needs_more)])
+
+    @router.post("/encode")
+    async def other(body: EncodeRequest, request: Request, service: ServiceDep) -> None:
+        """A route the fast path would serve without running `_needs_more`."""
+
+    with pytest.raises(TypeError, match="check_api_key alone"):
+        endpoints([router])
+
+
+def test_a_route_with_other_parameters_is_refused() -> None:
+    router = APIRouter(dependencies=[Depends(check_api_key)])
+
+    @router.post("/encode")
+    async def other(body: EncodeRequest, request: Request, service: ServiceDep, n: int) -> None:
+        """A query parameter the fast path would not read."""
+
+    with pytest.raises(TypeError, match="async def f"):
+        endpoints([router])
+
+
+def test_create_app_installs_the_fast_path() -> None:
+    app: FastAPI = create_app(Settings())
+    assert FastPath in [m.cls for m in app.user_middleware]
