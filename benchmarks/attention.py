@@ -60,8 +60,8 @@ from pathlib import Path
 
 import torch
 
-from sparse_core import MODES, AttentionSpec, attend
-from sparse_core._window_tiles import allowed_pairs, plan, tile_size
+from sparse_core import MODES, AttentionSpec, _native, attend
+from sparse_core._window_tiles import allowed_pairs, band_block_pairs, plan, tile_size
 
 RESULTS = Path(__file__).parent / "results"
 SPECS = {
@@ -149,14 +149,19 @@ def bigbird_pairs(spec: AttentionSpec, n: int) -> int:
     return int((keys * widths).sum())
 
 
-def tile_waste(spec: AttentionSpec, n: int) -> float | None:
-    """Share of the scores the CPU sliding-window kernel computes that its mask throws away."""
+def tile_waste(spec: AttentionSpec, n: int, dtype: torch.dtype) -> float | None:
+    """Share of the scores the CPU sliding-window kernel computes that its mask throws away:
+    the C++ kernel's band in float32 when built, else the SDPA tiles."""
     if spec.mode != "sliding_window":
         return None
     half = spec.window // 2
     if half >= n - 1:
         return 1 - allowed_pairs(n, half) / (n * n)
-    computed = plan(n, half, tile_size(spec.window)).computed_pairs()
+    tile = tile_size(spec.window)
+    if dtype == torch.float32 and _native.block_attention() is not None:
+        computed = band_block_pairs(n, half, tile)
+    else:
+        computed = plan(n, half, tile).computed_pairs()
     return 1 - allowed_pairs(n, half) / computed
 
 
@@ -238,7 +243,7 @@ def run_case(case: dict) -> dict:
         "peak_extra_bytes": peak,
         "q_bytes": q.nbytes,
         "useful_flops": 4 * head_dim * pairs,
-        "tile_waste": tile_waste(spec, n) if not cuda else None,
+        "tile_waste": tile_waste(spec, n, dtype) if not cuda else None,
         "load_avg_1min": os.getloadavg()[0],
     }
 

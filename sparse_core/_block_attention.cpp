@@ -1,14 +1,16 @@
 // Block-sparse attention without gathering:
 // torch.ops.longenc.block_attention_(q, k, v, out, heads, query_blocks, key_blocks, block_size,
-//                                    length, scale)
+//                                    length, scale, portable=False, half_window=-1)
 // q, k, v, out: float32 (H, n, D) rows of one sequence (any strides between heads and rows, each
 // row contiguous; out's n may differ), cut into blocks of block_size rows; only rows < length
 // are read or written (block t is rows [t·T, min((t + 1)·T, length))). For every item g and
 // head h (every head, or heads[g] when `heads` is not empty) it writes, for the query rows of
 // block query_blocks[g],
 //   out = softmax(scale · Q Kᵀ) V,  K, V = the key blocks key_blocks[g, 0..c) one after another.
-// Every pair of an item is allowed (the executor sends items that need a mask to SDPA), and each
-// (head, query block) comes at most once.
+// Every pair of an item is allowed (the executor sends items that need a mask to SDPA), or with
+// half_window >= 0 only pairs of rows i, j with |i - j| <= half_window (a sliding window; every
+// query row must keep at least one of its listed keys). Each (head, query block) comes at most
+// once.
 //
 // Why: torch's CPU SDPA takes its keys as one tensor, so the executor copies every listed block
 // into a workspace first (each key block is copied once per query block that lists it), and for
@@ -82,7 +84,7 @@ void check_rows(const at::Tensor& x, const char* name, const at::Tensor& q, int6
 void block_attention_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       at::Tensor& out, const at::Tensor& heads, const at::Tensor& query_blocks,
                       const at::Tensor& key_blocks, int64_t block_size, int64_t length,
-                      double scale, bool portable) {
+                      double scale, bool portable, int64_t half_window) {
   for (const auto& [x, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}, {&out, "out"}})
     check_rows(*x, name, q, length);
   // Tasks write disjoint rows of out only if out's rows overlap neither each other nor the
@@ -116,6 +118,7 @@ void block_attention_(const at::Tensor& q, const at::Tensor& k, const at::Tensor
       TORCH_CHECK(0 <= keys_of[g * count + s] && keys_of[g * count + s] < nb,
                   "block_attention_: key block out of range");
   }
+  TORCH_CHECK(half_window >= -1, "block_attention_: half_window must be -1 (none) or >= 0");
   static const TileFn best = pick_tile();
   const TileFn attend_tile = portable ? generic::attend_tile : best;
   const int64_t per_item = heads.numel() ? 1 : head_count;
@@ -133,7 +136,7 @@ void block_attention_(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   at::parallel_for(0, items * per_item * tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> work(work_floats);
     std::vector<const float*> keys(count), values(count);
-    std::vector<int64_t> lengths(count);
+    std::vector<int64_t> lengths(count), starts(count);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t g = task / (per_item * tiles), rest = task % (per_item * tiles);
       const int64_t h = heads.numel() ? head_of[g] : rest / tiles;
@@ -145,11 +148,12 @@ void block_attention_(const at::Tensor& q, const at::Tensor& k, const at::Tensor
         keys[s] = kd + h * k.stride(0) + start * k.stride(1);
         values[s] = vd + h * v.stride(0) + start * v.stride(1);
         lengths[s] = std::min(size, length - start);
+        starts[s] = start;
       }
       attend_tile(qd + h * q.stride(0) + first * q.stride(1), q.stride(1), rows, keys.data(),
                   values.data(), lengths.data(), count, size, k.stride(1), v.stride(1), dim,
-                  factor, od + h * out.stride(0) + first * out.stride(1), out.stride(1),
-                  work.data());
+                  factor, half_window, first, starts.data(),
+                  od + h * out.stride(0) + first * out.stride(1), out.stride(1), work.data());
     }
   });
 }
@@ -161,7 +165,7 @@ TORCH_LIBRARY_FRAGMENT(longenc, m) {
   m.def(
       "block_attention_(Tensor q, Tensor k, Tensor v, Tensor(a!) out, Tensor heads, "
       "Tensor query_blocks, Tensor key_blocks, int block_size, int length, float scale, "
-      "bool portable=False) -> ()");
+      "bool portable=False, int half_window=-1) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(longenc, CPU, m) { m.impl("block_attention_", &block_attention_); }

@@ -66,17 +66,38 @@ inline void product(const float* a, int64_t a_row, int64_t a_depth, const float*
   }
 }
 
+// Scores of query i (position `position` + i) and key j (position `start` + j) with
+// |(position + i) - (start + j)| > half set to -inf, for the `rows` keys of one block, when some
+// pair of the block lies outside the band.
+inline void mask_band(float* scores, int64_t rows, int64_t width, int64_t count, int64_t start,
+                      int64_t position, int64_t half) {
+  const int64_t last_query = position + count - 1, last_key = start + rows - 1;
+  if (last_query - start <= half && last_key - position <= half) return;  // all inside
+  for (int64_t j = 0; j < rows; ++j) {
+    // allowed queries i: position + i in [start + j - half, start + j + half]
+    const int64_t low = std::clamp<int64_t>(start + j - half - position, 0, width);
+    const int64_t high = std::clamp<int64_t>(start + j + half - position + 1, low, width);
+    float* row = scores + j * width;
+    std::fill(row, row + low, kNegInf);
+    std::fill(row + high, row + width, kNegInf);
+  }
+}
+
 // Attention of one query tile over its listed key blocks, with the running maximum and sum of
 // the online softmax (FlashAttention's recurrence) across chunks of at most kChunkKeys keys.
 //   q: the tile's first query row, rows q_row floats apart; count: its rows (<= kTileRows)
 //   keys, values: each listed key block's first row, rows k_row (v_row) floats apart;
 //     lengths: each block's rows (`size`, or fewer for the block a sequence ends in)
+//   band: half < 0 for every pair; else only pairs with |query - key| <= half count, where
+//     the tile's first query is at `position` and block b's first key at starts[b] (every query
+//     must keep at least one key)
 //   out: where the tile's first output row goes, rows out_row floats apart
 //   work: 2·D·W + 2·W + (max(kChunkKeys, longest block) + 3)·W floats of scratch, W = count
 //   rounded up to 16
 void attend_tile(const float* q, int64_t q_row, int64_t count, const float* const* keys,
                  const float* const* values, const int64_t* lengths, int64_t blocks,
-                 int64_t size, int64_t k_row, int64_t v_row, int64_t dim, float scale, float* out,
+                 int64_t size, int64_t k_row, int64_t v_row, int64_t dim, float scale,
+                 int64_t half, int64_t position, const int64_t* starts, float* out,
                  int64_t out_row, float* work) {
   const int64_t width = (count + 15) / 16 * 16;
   float* qt = work;                       // D × W
@@ -97,6 +118,8 @@ void attend_tile(const float* q, int64_t q_row, int64_t count, const float* cons
     for (int64_t b = first; b < first + chunk; ++b) {
       product(keys[b], k_row, 1, qt, width, lengths[b], dim, width, scores + rows * width,
               width, false);
+      if (half >= 0)
+        mask_band(scores + rows * width, lengths[b], width, count, starts[b], position, half);
       rows += lengths[b];
     }
     // The chunk's column maxima, then the new weights and their sums, and the rescale of what

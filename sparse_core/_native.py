@@ -64,9 +64,20 @@ def threshold_columns() -> Callable[[torch.Tensor, float], torch.Tensor] | None:
 def block_attention() -> Callable[..., None] | None:
     """torch.ops.longenc.block_attention_ (q, k, v, out: float32 CPU (H, n, D) rows of one
     sequence; heads (G,) or empty; query_blocks (G,); key_blocks (G, c); block_size; length;
-    scale) -> None, the rows of each item's query block in `out` written with unmasked attention
-    over its key blocks' rows, no row at or past `length` read or written; or None."""
+    scale; portable=False; half_window=-1) -> None, the rows of each item's query block in `out`
+    written with attention over its key blocks' rows (every pair, or with half_window >= 0 those
+    with |i - j| <= half_window), no row at or past `length` read or written; or None."""
     return torch.ops.longenc.block_attention_ if _built() else None
+
+
+def block_attention_for(*tensors: torch.Tensor) -> Callable[..., None] | None:
+    """block_attention() when it can take these tensors (float32 on CPU, each row contiguous,
+    any other strides), else None."""
+    if tensors[0].dtype != torch.float32 or tensors[0].device.type != "cpu":
+        return None
+    if any(t.stride(-1) != 1 for t in tensors):
+        return None
+    return block_attention()
 
 
 def _built() -> bool:

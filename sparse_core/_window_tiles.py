@@ -6,7 +6,8 @@ band mask, so a run of such tiles is one SDPA call on overlapping as_strided vie
 only (T - 1) / (T + 2h) of the computed scores are masked out.
 Edges: the rows near position 0 and near the valid length go in "pieces" of consecutive rows
 against their clipped key range, each with its own small band mask.
-Both the kernel and the benchmark's tile-waste figure use `plan`, so the figure is what runs.
+Both the SDPA path and the benchmark's tile-waste figure use `plan`, so the figure is what runs;
+with the C++ kernel, query blocks list whole key blocks instead (`band_block_pairs`).
 """
 
 from __future__ import annotations
@@ -81,6 +82,19 @@ def plan(length: int, half: int, tile: int) -> TilePlan:
         for first in range(start, stop, rows)
     )
     return TilePlan(length, half, tile, interior, pieces)
+
+
+def band_block_pairs(length: int, half: int, block: int) -> int:
+    """(query, key) scores the C++ kernel's band path computes (`sliding_window.band_sequence`):
+    each query block of `block` rows against every row of the key blocks its rows reach, masked
+    ones included."""
+    total = 0
+    for start in range(0, length, block):
+        rows = min(block, length - start)
+        first = max(0, start - half) // block * block
+        stop = min((min(start + block - 1 + half, length - 1) // block + 1) * block, length)
+        total += rows * (stop - first)
+    return total
 
 
 def piece_rows(half: int) -> int:

@@ -93,7 +93,7 @@ def _run_sequence(
     counts = (indices >= 0).sum(dim=-1)  # (H', nq)
     per_head = indices.shape[0] > 1
     heads, _, head_dim = q[b].shape
-    kernel = _block_kernel(q, k, v)
+    kernel = _native.block_attention_for(q, k, v)
     # Items whose listed blocks the pattern allows whole take the C++ kernel, on the sequence's
     # own rows (it reads and writes no row past `length`, so the block the sequence ends in needs
     # no mask); the rest, below, gather from block copies for SDPA.
@@ -152,16 +152,6 @@ def _run_sequence(
             )  # fmt: skip
     if length % size:
         out[b, :, :length] = result_blocks.flatten(1, 2)[:, :length]
-
-
-def _block_kernel(*inputs: torch.Tensor):
-    """The C++ block-attention kernel when it can take these (B, H, n, D) inputs (float32 on
-    CPU, contiguous rows), else None."""
-    if inputs[0].dtype != torch.float32 or inputs[0].device.type != "cpu":
-        return None
-    if any(x.stride(-1) != 1 for x in inputs):
-        return None
-    return _native.block_attention()
 
 
 def _run_kernel(

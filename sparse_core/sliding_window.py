@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sparse_core import _native
 from sparse_core._lse import sdpa_lse
 from sparse_core._sequences import each_sequence
 from sparse_core._window_tiles import plan, tile_size
@@ -42,10 +43,14 @@ def tiled_sliding_window(
     window: int,
     lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The CPU path: SDPA on query tiles and overlapping key-window views, no torch.compile.
+    """The CPU path, no torch.compile: float32 with the C++ kernels built, the block-attention
+    kernel's band over query blocks of `tile_size(window)` rows, reading q, k, v where they lie
+    (0.88× the SDPA path's time at 16k tokens: benchmarks/results/revision_cpu_band_*.md);
+    otherwise SDPA on query tiles and overlapping key-window views.
 
-    Extra memory is the output plus one SDPA call's: ≤ CHUNK_ROWS rows of output, and for edge
-    pieces a mask of ≤ MASK_BUDGET elements (see `sparse_core._window_tiles`).
+    Extra memory on the SDPA path is the output plus one SDPA call's: ≤ CHUNK_ROWS rows of
+    output, and for edge pieces a mask of ≤ MASK_BUDGET elements (see
+    `sparse_core._window_tiles`); the kernel's is its per-thread scratch.
     """
     return each_sequence(
         q, lengths, lambda b, length, out: band_sequence(q[b], k[b], v[b], length, window // 2, out)
@@ -73,6 +78,10 @@ def band_sequence(
     if half == length - 1:  # the window covers every valid key: plain attention
         run(qb[:, :length], kb[:, :length], vb[:, :length], None, out, lse, slice(0, length))
         return
+    kernel = _native.block_attention_for(qb, kb, vb, out) if lse is None else None
+    if kernel is not None:
+        _run_band_kernel(kernel, qb, kb, vb, length, half, tile, out)
+        return
     tiles = plan(length, half, tile)
     band = _band_bias(tile, half, qb.dtype, qb.device)  # (T, T + 2h)
     for first, stop in tiles.interior:
@@ -90,6 +99,27 @@ def band_sequence(
             lse,
             slice(first, stop),
         )
+
+
+def _run_band_kernel(
+    kernel, qb, kb, vb, length: int, half: int, size: int, out: torch.Tensor
+) -> None:
+    """|i - j| <= half through the kernel's band: query blocks of `size` rows, each listing the
+    key blocks its rows reach (those the band cuts are masked inside the kernel), one call per
+    list length (shorter at the sequence's ends). Reads the rows where they lie, in the model's
+    layout. Scores computed: `_window_tiles.band_block_pairs`."""
+    blocks = torch.arange(-(-length // size))
+    first = ((blocks * size - half).clamp(min=0)) // size
+    last = ((blocks * size + size - 1 + half).clamp(max=length - 1)) // size
+    counts = last - first + 1
+    no_heads = torch.empty(0, dtype=torch.long)
+    for count in counts.unique().tolist():
+        items = (counts == count).nonzero().flatten()
+        listed = first[items, None] + torch.arange(count)
+        kernel(
+            qb, kb, vb, out, no_heads, items, listed, size, length, qb.shape[-1] ** -0.5,
+            False, half,
+        )  # fmt: skip
 
 
 def _attend(queries, keys, values, bias, out, lse, rows: slice) -> None:

@@ -352,3 +352,100 @@ def test_executor_is_the_same_with_and_without_the_native_kernel(monkeypatch, sp
     assert _native.block_attention() is None
     without = attend(q, k, v, spec, lengths)
     torch.testing.assert_close(with_native, without, atol=1e-6, rtol=1e-5)
+
+
+def band_attention_float64(q, k, v, query_blocks, key_blocks, size, length, half):
+    """The kernel's band contract in float64: block t's query rows over the listed blocks' rows,
+    only pairs with |i - j| <= half, on every head: {(h, t): (rows, the largest |score|)}."""
+    expected = {}
+    for t, listed in zip(query_blocks.tolist(), key_blocks.tolist(), strict=True):
+        queries = torch.arange(t * size, min((t + 1) * size, length))
+        keys = torch.cat([torch.arange(s * size, min((s + 1) * size, length)) for s in listed])
+        outside = (queries[:, None] - keys[None, :]).abs() > half
+        for h in range(q.shape[0]):
+            scores = q[h, queries].double() @ k[h, keys].double().T / math.sqrt(q.shape[-1])
+            largest = scores.abs().max().item()
+            weights = scores.masked_fill(outside, float("-inf")).softmax(dim=-1)
+            expected[h, t] = weights @ v[h, keys].double(), largest
+    return expected
+
+
+@pytest.mark.parametrize(
+    ("size", "half", "ends"),
+    # a band inside one block; a half that is no multiple of the block; 64-row tiles with a band
+    # wider than a 512-key chunk; half 0 (each row itself); a sequence ending inside its block
+    [(16, 5, "whole"), (32, 45, "whole"), (64, 300, "whole"), (8, 0, "whole"), (32, 40, "inside")],
+)
+@pytest.mark.parametrize("portable", [False, True], ids=["best", "portable"])
+def test_native_block_attention_band_matches_float64(size, half, ends, portable):
+    """half_window: only pairs with |i - j| <= half count, in blocks the band cuts (masked in
+    the kernel) and in those it covers; every query block listing the blocks its rows reach,
+    rows past the sequence's end NaN in the inputs and untouched in the output."""
+    heads, blocks, dim = 2, 24, 16
+    length = blocks * size if ends == "whole" else blocks * size - size // 3
+    generator = torch.Generator().manual_seed(size + half)
+    q, k, v = (torch.randn(heads, blocks * size, dim, generator=generator) * 2 for _ in range(3))
+    for x in (q, k, v):
+        x[:, length:] = float("nan")
+    out = torch.full_like(q, 7.0)
+    t = torch.arange(blocks)
+    first = (t * size - half).clamp(min=0) // size
+    last = (t * size + size - 1 + half).clamp(max=length - 1) // size
+    kernel, none = native_block_attention(), torch.empty(0, dtype=torch.int64)
+    expected = {}
+    for count in (last - first + 1).unique().tolist():
+        items = ((last - first + 1) == count).nonzero().flatten()
+        listed = first[items, None] + torch.arange(count)
+        kernel(q, k, v, out, none, items, listed, size, length, dim**-0.5, portable, half)
+        expected |= band_attention_float64(q, k, v, items, listed, size, length, half)
+    assert len(expected) == heads * blocks
+    assert_block_attention(out, expected, size, length)
+    assert (out[:, length:] == 7.0).all()
+
+
+def test_native_block_attention_rejects_a_negative_band():
+    kernel, none = native_block_attention(), torch.empty(0, dtype=torch.int64)
+    q = torch.randn(1, 16, 4)
+    with pytest.raises(RuntimeError, match="half_window"):
+        kernel(q, q, q, torch.empty_like(q), none, torch.tensor([0]), torch.tensor([[0]]), 16, 16,
+               1.0, False, -2)  # fmt: skip
+
+
+@pytest.mark.parametrize("window", [2, 30, 128, 512, 1998])
+def test_sliding_window_is_the_same_through_the_kernel_and_sdpa(monkeypatch, window):
+    """The kernel's band (float32 CPU) against the SDPA tiles, on the model's row layout, for a
+    whole sequence and one ending mid-block; and band_sequence's other users (dilated,
+    global_window) through both."""
+    q, k, v = (
+        x.transpose(1, 2).contiguous().transpose(1, 2) for x in make_qkv(1000, torch.float32)
+    )
+    lengths = torch.tensor([1000, 613])
+    native_block_attention()  # built, or the test fails here
+    specs = [
+        AttentionSpec("sliding_window", window=window),
+        AttentionSpec("dilated", window=window, dilation=3),
+        AttentionSpec("global_window", window=window, global_tokens=2),
+    ]
+    with_native = [attend(q, k, v, spec, lengths) for spec in specs]
+    monkeypatch.setenv(_native.ENV_SWITCH, "0")
+    assert _native.block_attention() is None
+    for spec, result in zip(specs, with_native, strict=True):
+        without = attend(q, k, v, spec, lengths)
+        assert_close_on_valid_rows(result, without, lengths, TOLERANCE[torch.float32])
+
+
+@pytest.mark.parametrize("length", [1, 5, 97, 1000, 4099])
+@pytest.mark.parametrize("half", [0, 7, 256, 5000])
+@pytest.mark.parametrize("block", [16, 32, 64])
+def test_band_block_pairs_counts_what_the_kernel_lists(length, half, block):
+    """Per query block, its rows × the rows of the whole key blocks they reach: counted one
+    block at a time here, and never fewer than the band's pairs."""
+    expected = 0
+    for start in range(0, length, block):
+        rows = range(start, min(start + block, length))
+        reached = {j // block for i in rows for j in (max(0, i - half), min(length - 1, i + half))}
+        listed = range(min(reached), max(reached) + 1)
+        expected += len(rows) * sum(min(block, length - s * block) for s in listed)
+    computed = window_tiles.band_block_pairs(length, half, block)
+    assert computed == expected
+    assert computed >= window_tiles.allowed_pairs(length, half)
