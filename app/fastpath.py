@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import secrets
 import typing
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette._utils import get_route_path
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -83,16 +85,23 @@ class FastPath:
     """ASGI middleware, innermost: POST requests to the inference routes, validated and run
     directly when nothing about them needs FastAPI (see the module's docstring)."""
 
-    def __init__(self, app: ASGIApp, state: State, routes: dict[str, Endpoint]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        state: State,
+        routes: dict[str, Endpoint],
+        overrides: dict[Any, Any],
+    ) -> None:
         self.app = app
         self.state = state  # the FastAPI app's: settings, lifecycle, service
         self.routes = routes
+        self.overrides = overrides  # the app's dependency_overrides: while any, FastAPI serves
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] != "POST" or self.overrides:
             await self.app(scope, receive, send)
             return
-        endpoint = self.routes.get(scope["path"])
+        endpoint = self.routes.get(get_route_path(scope))  # the path the router matches
         if endpoint is None:
             await self.app(scope, receive, send)
             return
@@ -138,9 +147,13 @@ class FastPath:
             return True
         if authorization is None:
             return False
+        # HTTPBearer's reading: "<scheme> <token>", the token stripped, neither empty
         scheme, _, credentials = authorization.decode("latin-1").partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() != "bearer" or not credentials:
+            return False
         expected = settings.api_key.get_secret_value().encode()
-        return scheme.lower() == "bearer" and secrets.compare_digest(credentials.encode(), expected)
+        return secrets.compare_digest(credentials.encode(), expected)
 
     def _service(self, scope: Scope) -> Any:
         """The service when get_ready_service would return it, else None."""
@@ -150,11 +163,13 @@ class FastPath:
 
 
 def _is_json(content_type: bytes) -> bool:
-    """application/json or application/*+json, parameters aside (FastAPI's test)."""
+    """application/json or application/<token>+json, parameters aside: a strict subset of what
+    FastAPI reads as JSON (anything odder goes on to FastAPI, which decides)."""
     kind = content_type.split(b";", 1)[0].strip().lower()
-    return kind == b"application/json" or (
-        kind.startswith(b"application/") and kind.endswith(b"+json")
-    )
+    return _JSON_TYPE.fullmatch(kind) is not None
+
+
+_JSON_TYPE = re.compile(rb"application/(json|[a-z0-9.!#$&^_-]+\+json)")
 
 
 def _again(first: Message, receive: Receive) -> Receive:

@@ -108,7 +108,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     # The last added runs first: admission sees every answer, the 408s, 413s and 500s included;
     # the fast path sees only admitted requests, with their bodies read.
-    app.add_middleware(FastPath, state=app.state, routes=endpoints(routers))
+    app.add_middleware(
+        FastPath,
+        state=app.state,
+        routes=endpoints(routers),  # included above with no dependencies of their own
+        overrides=app.dependency_overrides,
+    )
     app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(
         AdmissionMiddleware,

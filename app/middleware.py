@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 
+from starlette._utils import get_route_path
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -58,7 +59,7 @@ class AdmissionMiddleware:
         received_at = time.perf_counter()
         state = scope.setdefault("state", {})
         state[RECEIVED_AT] = received_at
-        inference = scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS
+        inference = scope["method"] == "POST" and get_route_path(scope) in INFERENCE_PATHS
         status = 500
 
         async def send_and_record(message: Message) -> None:

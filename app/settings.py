@@ -80,7 +80,9 @@ class Settings(BaseSettings):
         30.0, gt=0, description="time a client has to send its whole request body; beyond: 408"
     )
     api_key: SecretStr | None = Field(
-        None, description="if set, every route but /health needs 'Authorization: Bearer <key>'"
+        None,
+        min_length=1,
+        description="if set, every route but /health needs 'Authorization: Bearer <key>'",
     )
     public_routes: frozenset[Literal["/info", "/metrics", "/docs", "/openapi.json"]] = Field(
         frozenset(),

@@ -120,6 +120,8 @@ VALID = [
     ("/embed", JSON, {"inputs": ["x", "y"], "dimensions": 5}),
     ("/", JSON, {"inputs": "root"}),
     ("/embed_all", JSON, {"inputs": "token vectors"}),
+    ("/embed_all", JSON, {"inputs": "streamed " * 300}),  # over 100,000 floats: streamed
+    ("/v1/embeddings", {**JSON, "authorization": f"Bearer  {KEY} "}, {"input": "token stripped"}),
 ]
 
 # Answered by FastAPI (the fast path hands them on), or by the endpoint with an error.
@@ -128,6 +130,8 @@ REFUSED = [
     ("/v1/embeddings", {"authorization": "Bearer wrong"}, {"input": "wrong key"}),
     ("/v1/embeddings", {"authorization": KEY}, {"input": "no scheme"}),
     ("/v1/embeddings", {"authorization": f"Basic {KEY}"}, {"input": "other scheme"}),
+    ("/v1/embeddings", {"authorization": "Bearer "}, {"input": "empty token"}),
+    ("/v1/embeddings", {"authorization": f"Bearer {KEY}x"}, {"input": "longer token"}),
     ("/v1/embeddings", JSON, b'{"input": '),
     ("/v1/embeddings", JSON, b"\xff\xfe not utf-8"),
     ("/v1/embeddings", JSON, b"[" * 100_000),
@@ -138,6 +142,8 @@ REFUSED = [
     ("/v1/embeddings", JSON, {"input": "x", "attention": {"mode": "nope"}}),
     ("/v1/embeddings", {**AUTH, "content-type": "text/plain"}, {"input": "not JSON's type"}),
     ("/v1/embeddings", AUTH, {"input": "no content type (FastAPI's strict_content_type)"}),
+    ("/v1/embeddings", {**AUTH, "content-type": "application/vnd/x+json"}, {"input": "2 slashes"}),
+    ("/v1/embeddings", {**AUTH, "content-type": "application/json, text/x"}, {"input": "a list"}),
     ("/encode", {**AUTH, "content-type": "multipart/form-data"}, {"inputs": "x"}),
     ("/encode", JSON, {"inputs": []}),
     ("/embed", JSON, {"inputs": "x", "truncation_direction": "up"}),
@@ -243,3 +249,78 @@ def test_a_route_with_other_parameters_is_refused() -> None:
 def test_create_app_installs_the_fast_path() -> None:
     app: FastAPI = create_app(Settings())
     assert FastPath in [m.cls for m in app.user_middleware]
+
+
+def answers_with(served: Served, root_path: str, path: str) -> tuple[int, Any, list[str]]:
+    """POST `path` through a transport that sets the ASGI root_path (as uvicorn --root-path)."""
+    transport = httpx.ASGITransport(app=served.app, root_path=root_path)
+
+    async def post() -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post(path, headers=JSON, content=b'{"input": "rooted"}')
+
+    served.reached_fastapi.clear()
+    response = served.runner.run(post())
+    return response.status_code, response.json(), list(served.reached_fastapi)
+
+
+@pytest.mark.parametrize(
+    ("root_path", "path", "status"),
+    [("/api", "/api/v1/embeddings", 200), ("/v1", "/v1/embeddings", 404)],
+)
+def test_routes_are_matched_without_the_root_path_as_the_router_does(
+    apps, root_path, path, status
+) -> None:
+    """Under a root path the router matches the path without it: /api/v1/embeddings is the
+    embeddings route, and under /v1, /v1/embeddings is /embeddings, which does not exist."""
+    fast, plain = apps
+    got = answers_with(fast, root_path, path)
+    assert got[:2] == answers_with(plain, root_path, path)[:2]
+    assert got[0] == status
+    assert got[2] == ([] if status == 200 else [path])
+
+
+def test_dependency_overrides_send_every_request_to_fastapi(apps) -> None:
+    """An override (tests, plug-ins) changes what FastAPI runs; the fast path steps aside."""
+    fast, plain = apps
+    for served in apps:
+        served.app.dependency_overrides[check_api_key] = lambda: None
+    try:
+        unkeyed = {"content-type": "application/json"}
+        got = answers(fast, "/v1/embeddings", unkeyed, {"input": "no key needed now"})
+        assert fast.reached_fastapi == ["/v1/embeddings"]
+        assert got[0] == 200
+        assert (
+            got[:2] == answers(plain, "/v1/embeddings", unkeyed, {"input": "no key needed now"})[:2]
+        )
+    finally:
+        for served in apps:
+            served.app.dependency_overrides.clear()
+
+
+def test_draining_refuses_before_the_fast_path(apps) -> None:
+    fast, plain = apps
+    for served in apps:
+        served.app.state.lifecycle.state = "draining"
+    try:
+        got = answers(fast, "/v1/embeddings", JSON, {"input": "too late"})
+        assert got == answers(plain, "/v1/embeddings", JSON, {"input": "too late"})
+        assert got[0] == 503
+        assert fast.reached_fastapi == []
+    finally:
+        for served in apps:
+            served.app.state.lifecycle.state = "ready"
+
+
+def test_a_bug_in_the_endpoint_is_the_same_500_on_both_paths(apps, monkeypatch) -> None:
+    fast, plain = apps
+
+    async def broken(*args: Any) -> None:
+        raise RuntimeError("a bug")
+
+    for served in apps:
+        monkeypatch.setattr(served.app.state.service, "run", broken)
+    got = answers(fast, "/encode", JSON, {"inputs": "x"})
+    assert fast.reached_fastapi == []
+    assert got == answers(plain, "/encode", JSON, {"inputs": "x"})
+    assert got[0] == 500

@@ -61,3 +61,9 @@ def test_invalid_values_are_refused_with_the_reason(
 def test_a_request_may_not_hold_more_inputs_than_the_queue() -> None:
     with pytest.raises(ValidationError, match="could never be queued"):
         Settings(queue_size=4, max_inputs_per_request=5)
+
+
+def test_an_empty_api_key_is_refused_at_startup() -> None:
+    """LONGENC_API_KEY= (set, empty) would lock every client out, or let in any empty token."""
+    with pytest.raises(ValidationError, match="api_key"):
+        Settings(api_key="")
