@@ -1,6 +1,6 @@
 // Block-sparse attention without gathering:
 // torch.ops.longenc.block_attention_(q, k, v, out, heads, query_blocks, key_blocks, block_size,
-//                                    length, scale, portable=False, half_window=-1)
+//                                    length, scale, portable=False, half_window=-1, lse=None)
 // q, k, v, out: float32 (H, n, D) rows of one sequence (any strides between heads and rows, each
 // row contiguous; out's n may differ), cut into blocks of block_size rows; only rows < length
 // are read or written (block t is rows [t·T, min((t + 1)·T, length))). For every item g and
@@ -10,7 +10,8 @@
 // Every pair of an item is allowed (the executor sends items that need a mask to SDPA), or with
 // half_window >= 0 only pairs of rows i, j with |i - j| <= half_window (a sliding window; every
 // query row must keep at least one of its listed keys). Each (head, query block) comes at most
-// once.
+// once. With `lse` (float32 (H, >= length), contiguous rows) each written row's log-sum-exp of its
+// scaled scores goes there too, for merging with attention over other keys (sparse_core/_lse.py).
 //
 // Why: torch's CPU SDPA takes its keys as one tensor, so the executor copies every listed block
 // into a workspace first (each key block is copied once per query block that lists it), and for
@@ -26,9 +27,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <vector>
 
 namespace {
@@ -84,13 +87,23 @@ void check_rows(const at::Tensor& x, const char* name, const at::Tensor& q, int6
 void block_attention_(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       at::Tensor& out, const at::Tensor& heads, const at::Tensor& query_blocks,
                       const at::Tensor& key_blocks, int64_t block_size, int64_t length,
-                      double scale, bool portable, int64_t half_window) {
+                      double scale, bool portable, int64_t half_window,
+                      const std::optional<at::Tensor>& lse) {
   for (const auto& [x, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}, {&out, "out"}})
     check_rows(*x, name, q, length);
   // Tasks write disjoint rows of out only if out's rows overlap neither each other nor the
   // inputs (and no (head, query block) comes twice).
   at::assert_no_internal_overlap(out);
   for (const at::Tensor* input : {&q, &k, &v}) at::assert_no_overlap(out, *input);
+  if (lse) {
+    TORCH_CHECK(lse->dim() == 2 && lse->scalar_type() == at::kFloat && lse->device().is_cpu() &&
+                    lse->size(0) == q.size(0) && lse->size(1) >= length && lse->stride(1) == 1,
+                "block_attention_: lse must be a float32 CPU tensor (H, >= length) with "
+                "contiguous rows");
+    at::assert_no_internal_overlap(*lse);
+    for (const at::Tensor* other : std::initializer_list<const at::Tensor*>{&q, &k, &v, &out})
+      at::assert_no_overlap(*lse, *other);
+  }
   const int64_t head_count = q.size(0), dim = q.size(2), size = block_size;
   TORCH_CHECK(size > 0, "block_attention_: block_size must be positive");
   const int64_t nb = (length + size - 1) / size;
@@ -132,6 +145,8 @@ void block_attention_(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   const float* kd = k.const_data_ptr<float>();
   const float* vd = v.const_data_ptr<float>();
   float* od = out.mutable_data_ptr<float>();
+  float* lse_d = lse ? lse->mutable_data_ptr<float>() : nullptr;
+  const int64_t lse_head = lse ? lse->stride(0) : 0;
   const float factor = static_cast<float>(scale);
   at::parallel_for(0, items * per_item * tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> work(work_floats);
@@ -153,7 +168,8 @@ void block_attention_(const at::Tensor& q, const at::Tensor& k, const at::Tensor
       attend_tile(qd + h * q.stride(0) + first * q.stride(1), q.stride(1), rows, keys.data(),
                   values.data(), lengths.data(), count, size, k.stride(1), v.stride(1), dim,
                   factor, half_window, first, starts.data(),
-                  od + h * out.stride(0) + first * out.stride(1), out.stride(1), work.data());
+                  od + h * out.stride(0) + first * out.stride(1), out.stride(1),
+                  lse_d ? lse_d + h * lse_head + first : nullptr, work.data());
     }
   });
 }
@@ -165,7 +181,7 @@ TORCH_LIBRARY_FRAGMENT(longenc, m) {
   m.def(
       "block_attention_(Tensor q, Tensor k, Tensor v, Tensor(a!) out, Tensor heads, "
       "Tensor query_blocks, Tensor key_blocks, int block_size, int length, float scale, "
-      "bool portable=False, int half_window=-1) -> ()");
+      "bool portable=False, int half_window=-1, Tensor(b!)? lse=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(longenc, CPU, m) { m.impl("block_attention_", &block_attention_); }

@@ -92,13 +92,15 @@ inline void mask_band(float* scores, int64_t rows, int64_t width, int64_t count,
 //     the tile's first query is at `position` and block b's first key at starts[b] (every query
 //     must keep at least one key)
 //   out: where the tile's first output row goes, rows out_row floats apart
+//   lse: null, or where the tile's first row's log-sum-exp of its scaled scores goes (count
+//     consecutive floats)
 //   work: 2·D·W + 2·W + (max(kChunkKeys, longest block) + 3)·W floats of scratch, W = count
 //   rounded up to 16
 void attend_tile(const float* q, int64_t q_row, int64_t count, const float* const* keys,
                  const float* const* values, const int64_t* lengths, int64_t blocks,
                  int64_t size, int64_t k_row, int64_t v_row, int64_t dim, float scale,
                  int64_t half, int64_t position, const int64_t* starts, float* out,
-                 int64_t out_row, float* work) {
+                 int64_t out_row, float* lse, float* work) {
   const int64_t width = (count + 15) / 16 * 16;
   float* qt = work;                       // D × W
   float* ot = qt + dim * width;           // D × W
@@ -191,4 +193,6 @@ void attend_tile(const float* q, int64_t q_row, int64_t count, const float* cons
     const float inverse = 1.0f / run_sum[i];
     for (int64_t d = 0; d < dim; ++d) out[i * out_row + d] = ot[d * width + i] * inverse;
   }
+  if (lse)  // run_sum is Σ exp(s - run_max)
+    for (int64_t i = 0; i < count; ++i) lse[i] = run_max[i] + std::log(run_sum[i]);
 }

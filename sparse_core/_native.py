@@ -64,9 +64,10 @@ def threshold_columns() -> Callable[[torch.Tensor, float], torch.Tensor] | None:
 def block_attention() -> Callable[..., None] | None:
     """torch.ops.longenc.block_attention_ (q, k, v, out: float32 CPU (H, n, D) rows of one
     sequence; heads (G,) or empty; query_blocks (G,); key_blocks (G, c); block_size; length;
-    scale; portable=False; half_window=-1) -> None, the rows of each item's query block in `out`
-    written with attention over its key blocks' rows (every pair, or with half_window >= 0 those
-    with |i - j| <= half_window), no row at or past `length` read or written; or None."""
+    scale; portable=False; half_window=-1; lse=None) -> None, the rows of each item's query
+    block in `out` written with attention over its key blocks' rows (every pair, or with
+    half_window >= 0 those with |i - j| <= half_window), and their log-sum-exp in `lse` (H, n)
+    float32 if given; no row at or past `length` read or written; or None."""
     return torch.ops.longenc.block_attention_ if _built() else None
 
 

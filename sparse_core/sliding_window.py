@@ -78,9 +78,9 @@ def band_sequence(
     if half == length - 1:  # the window covers every valid key: plain attention
         run(qb[:, :length], kb[:, :length], vb[:, :length], None, out, lse, slice(0, length))
         return
-    kernel = _native.block_attention_for(qb, kb, vb, out) if lse is None else None
+    kernel = _native.block_attention_for(qb, kb, vb, out)
     if kernel is not None:
-        _run_band_kernel(kernel, qb, kb, vb, length, half, tile, out)
+        _run_band_kernel(kernel, qb, kb, vb, length, half, tile, out, lse)
         return
     tiles = plan(length, half, tile)
     band = _band_bias(tile, half, qb.dtype, qb.device)  # (T, T + 2h)
@@ -102,7 +102,15 @@ def band_sequence(
 
 
 def _run_band_kernel(
-    kernel, qb, kb, vb, length: int, half: int, size: int, out: torch.Tensor
+    kernel,
+    qb: torch.Tensor,
+    kb: torch.Tensor,
+    vb: torch.Tensor,
+    length: int,
+    half: int,
+    size: int,
+    out: torch.Tensor,
+    lse: torch.Tensor | None,
 ) -> None:
     """|i - j| <= half through the kernel's band: query blocks of `size` rows, each listing the
     key blocks its rows reach (those the band cuts are masked inside the kernel), one call per
@@ -118,7 +126,7 @@ def _run_band_kernel(
         listed = first[items, None] + torch.arange(count)
         kernel(
             qb, kb, vb, out, no_heads, items, listed, size, length, qb.shape[-1] ** -0.5,
-            False, half,
+            False, half, lse,
         )  # fmt: skip
 
 

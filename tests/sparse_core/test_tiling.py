@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparse_core import AttentionSpec, _native, attend, reference_attend
+from sparse_core import AttentionSpec, _native, attend, reference_attend, sliding_window
 from sparse_core import _window_tiles as window_tiles
 from sparse_core._exact_topk import exact_topk, topk_selection
 from sparse_core.threshold import sequence_threshold
@@ -356,8 +356,9 @@ def test_executor_is_the_same_with_and_without_the_native_kernel(monkeypatch, sp
 
 def band_attention_float64(q, k, v, query_blocks, key_blocks, size, length, half):
     """The kernel's band contract in float64: block t's query rows over the listed blocks' rows,
-    only pairs with |i - j| <= half, on every head: {(h, t): (rows, the largest |score|)}."""
-    expected = {}
+    only pairs with |i - j| <= half, on every head: {(h, t): (rows, the largest |score|)}, and
+    {(h, t): each row's log-sum-exp of its scaled scores}."""
+    expected, lse = {}, {}
     for t, listed in zip(query_blocks.tolist(), key_blocks.tolist(), strict=True):
         queries = torch.arange(t * size, min((t + 1) * size, length))
         keys = torch.cat([torch.arange(s * size, min((s + 1) * size, length)) for s in listed])
@@ -365,57 +366,82 @@ def band_attention_float64(q, k, v, query_blocks, key_blocks, size, length, half
         for h in range(q.shape[0]):
             scores = q[h, queries].double() @ k[h, keys].double().T / math.sqrt(q.shape[-1])
             largest = scores.abs().max().item()
-            weights = scores.masked_fill(outside, float("-inf")).softmax(dim=-1)
-            expected[h, t] = weights @ v[h, keys].double(), largest
-    return expected
+            scores = scores.masked_fill(outside, float("-inf"))
+            expected[h, t] = scores.softmax(dim=-1) @ v[h, keys].double(), largest
+            lse[h, t] = scores.logsumexp(dim=-1)
+    return expected, lse
 
 
 @pytest.mark.parametrize(
     ("size", "half", "ends"),
     # a band inside one block; a half that is no multiple of the block; 64-row tiles with a band
-    # wider than a 512-key chunk; half 0 (each row itself); a sequence ending inside its block
-    [(16, 5, "whole"), (32, 45, "whole"), (64, 300, "whole"), (8, 0, "whole"), (32, 40, "inside")],
+    # wider than a 512-key chunk; half 0 (each row itself); a sequence ending inside its block;
+    # blocks longer than a chunk (one block per chunk: rows with every key of a chunk masked)
+    [
+        (16, 5, "whole"),
+        (32, 45, "whole"),
+        (64, 300, "whole"),
+        (8, 0, "whole"),
+        (32, 40, "inside"),
+        (600, 100, "inside"),
+    ],
 )
 @pytest.mark.parametrize("portable", [False, True], ids=["best", "portable"])
 def test_native_block_attention_band_matches_float64(size, half, ends, portable):
     """half_window: only pairs with |i - j| <= half count, in blocks the band cuts (masked in
     the kernel) and in those it covers; every query block listing the blocks its rows reach,
-    rows past the sequence's end NaN in the inputs and untouched in the output."""
+    rows past the sequence's end NaN in the inputs and untouched in the output; each row's
+    log-sum-exp written to `lse` (rows past the end untouched there too)."""
     heads, blocks, dim = 2, 24, 16
     length = blocks * size if ends == "whole" else blocks * size - size // 3
     generator = torch.Generator().manual_seed(size + half)
     q, k, v = (torch.randn(heads, blocks * size, dim, generator=generator) * 2 for _ in range(3))
     for x in (q, k, v):
         x[:, length:] = float("nan")
-    out = torch.full_like(q, 7.0)
+    out, lse = torch.full_like(q, 7.0), torch.full((heads, blocks * size), 7.0)
     t = torch.arange(blocks)
     first = (t * size - half).clamp(min=0) // size
     last = (t * size + size - 1 + half).clamp(max=length - 1) // size
     kernel, none = native_block_attention(), torch.empty(0, dtype=torch.int64)
-    expected = {}
+    expected, expected_lse = {}, {}
     for count in (last - first + 1).unique().tolist():
         items = ((last - first + 1) == count).nonzero().flatten()
         listed = first[items, None] + torch.arange(count)
-        kernel(q, k, v, out, none, items, listed, size, length, dim**-0.5, portable, half)
-        expected |= band_attention_float64(q, k, v, items, listed, size, length, half)
+        kernel(q, k, v, out, none, items, listed, size, length, dim**-0.5, portable, half, lse)
+        rows, row_lse = band_attention_float64(q, k, v, items, listed, size, length, half)
+        expected |= rows
+        expected_lse |= row_lse
     assert len(expected) == heads * blocks
     assert_block_attention(out, expected, size, length)
     assert (out[:, length:] == 7.0).all()
+    for (h, t), row_lse in expected_lse.items():
+        written = lse[h, t * size : min((t + 1) * size, length)].double()
+        torch.testing.assert_close(written, row_lse, atol=1e-5, rtol=1e-6)
+    assert (lse[:, length:] == 7.0).all()
 
 
-def test_native_block_attention_rejects_a_negative_band():
+def test_native_block_attention_rejects_a_negative_band_and_a_bad_lse():
     kernel, none = native_block_attention(), torch.empty(0, dtype=torch.int64)
     q = torch.randn(1, 16, 4)
+    args = (q, q, q, torch.empty_like(q), none, torch.tensor([0]), torch.tensor([[0]]), 16, 16)
     with pytest.raises(RuntimeError, match="half_window"):
-        kernel(q, q, q, torch.empty_like(q), none, torch.tensor([0]), torch.tensor([[0]]), 16, 16,
-               1.0, False, -2)  # fmt: skip
+        kernel(*args, 1.0, False, -2)
+    for lse, message in [
+        (torch.empty(1, 15), "lse must be"),  # shorter than the sequence
+        (torch.empty(1, 32)[:, ::2], "lse must be"),  # rows not contiguous
+        (torch.empty(1, 16, dtype=torch.float64), "lse must be"),
+        (q.view(1, 64)[:, :16], "memory location"),  # lse inside q
+    ]:
+        with pytest.raises(RuntimeError, match=message):
+            kernel(*args, 1.0, False, 3, lse)
 
 
 @pytest.mark.parametrize("window", [2, 30, 128, 512, 1998])
 def test_sliding_window_is_the_same_through_the_kernel_and_sdpa(monkeypatch, window):
     """The kernel's band (float32 CPU) against the SDPA tiles, on the model's row layout, for a
-    whole sequence and one ending mid-block; and band_sequence's other users (dilated,
-    global_window) through both."""
+    whole sequence and one ending mid-block; and band_sequence's other users (dilated, and
+    global_window and strided, which merge the band with other keys by its log-sum-exp)
+    through both."""
     q, k, v = (
         x.transpose(1, 2).contiguous().transpose(1, 2) for x in make_qkv(1000, torch.float32)
     )
@@ -425,6 +451,7 @@ def test_sliding_window_is_the_same_through_the_kernel_and_sdpa(monkeypatch, win
         AttentionSpec("sliding_window", window=window),
         AttentionSpec("dilated", window=window, dilation=3),
         AttentionSpec("global_window", window=window, global_tokens=2),
+        AttentionSpec("strided", stride=max(2, window // 4)),
     ]
     with_native = [attend(q, k, v, spec, lengths) for spec in specs]
     monkeypatch.setenv(_native.ENV_SWITCH, "0")
@@ -449,3 +476,19 @@ def test_band_block_pairs_counts_what_the_kernel_lists(length, half, block):
     computed = window_tiles.band_block_pairs(length, half, block)
     assert computed == expected
     assert computed >= window_tiles.allowed_pairs(length, half)
+
+
+@pytest.mark.parametrize("length", [1, 2, 20, 33, 70])
+def test_band_on_sequences_shorter_than_a_few_blocks(monkeypatch, length):
+    """Every half from 0 to length - 2 (the widest band that still reaches the kernel) on
+    sequences of one or a few 32-row blocks, through the kernel and through SDPA."""
+    q, k, v = (torch.randn(3, 80, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    native_block_attention()
+    for half in range(max(1, length - 1)):
+        through_kernel = torch.zeros(3, 80, 8)
+        sliding_window.band_sequence(q, k, v, length, half, through_kernel)
+        with monkeypatch.context() as patch:
+            patch.setenv(_native.ENV_SWITCH, "0")
+            through_sdpa = torch.zeros(3, 80, 8)
+            sliding_window.band_sequence(q, k, v, length, half, through_sdpa)
+        torch.testing.assert_close(through_kernel, through_sdpa, atol=1e-6, rtol=1e-5)
