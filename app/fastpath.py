@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.deps import ServiceDep, check_api_key
 from app.errors import ServiceError, error_response
-from app.middleware import INFERENCE_PATHS
+from app.middleware import INFERENCE_PATHS, replay_first
 
 # What FastAPI's exception handlers answer with error_response (app.errors.install_error_handlers).
 _HANDLED = (ServiceError, RequestValidationError, HTTPException)
@@ -108,9 +108,9 @@ class FastPath:
         # The body was read whole by AdmissionMiddleware and comes in one message.
         message = await receive()
         body = self._valid_body(scope, message, endpoint.body)
-        service = self._service(scope)
+        service = self._service()
         if body is None or service is None:
-            await self.app(scope, _again(message, receive), send)
+            await self.app(scope, replay_first(message, receive), send)
             return
         request = Request(scope, receive)
         try:
@@ -155,7 +155,7 @@ class FastPath:
         expected = settings.api_key.get_secret_value().encode()
         return secrets.compare_digest(credentials.encode(), expected)
 
-    def _service(self, scope: Scope) -> Any:
+    def _service(self) -> Any:
         """The service when get_ready_service would return it, else None."""
         if self.state.lifecycle.state in ("loading", "failed"):
             return None
@@ -170,17 +170,3 @@ def _is_json(content_type: bytes) -> bool:
 
 
 _JSON_TYPE = re.compile(rb"application/(json|[a-z0-9.!#$&^_-]+\+json)")
-
-
-def _again(first: Message, receive: Receive) -> Receive:
-    """A receive that gives `first` once more, then reads on."""
-    given = False
-
-    async def again() -> Message:
-        nonlocal given
-        if given:
-            return await receive()
-        given = True
-        return first
-
-    return again

@@ -77,7 +77,8 @@ class AdmissionMiddleware:
             return
         if body is None:
             return  # the client left while sending; nobody to answer, nothing was accepted
-        replay = _replay(body, receive)
+        # the app gets the body already read, then waits for the disconnect
+        replay = replay_first({"type": "http.request", "body": body, "more_body": False}, receive)
         if not inference:
             await self.app(scope, replay, send)
             return
@@ -129,18 +130,18 @@ class AdmissionMiddleware:
         self.metrics.request_duration.labels(mode).observe(time.perf_counter() - received_at)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that gives the app the body already read, then waits for the disconnect."""
-    replayed = False
+def replay_first(first: Message, receive: Receive) -> Receive:
+    """A receive that gives `first` (a message already read) once, then reads on."""
+    given = False
 
-    async def replay() -> Message:
-        nonlocal replayed
-        if replayed:
+    async def receive_again() -> Message:
+        nonlocal given
+        if given:
             return await receive()
-        replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        given = True
+        return first
 
-    return replay
+    return receive_again
 
 
 class InternalErrorMiddleware:

@@ -12,7 +12,7 @@ import asyncio
 import json
 import math
 from collections.abc import Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
 import httpx
@@ -202,18 +202,25 @@ def test_endpoint_errors_are_answered_alike_without_fastapi(apps, path, headers,
     assert got[0] == 422
 
 
+@contextmanager
+def lifecycle_state(apps: tuple[Served, Served], state: str) -> Iterator[None]:
+    """Both apps in `state` for the block, then ready again."""
+    for served in apps:
+        served.app.state.lifecycle.state = state
+    try:
+        yield
+    finally:
+        for served in apps:
+            served.app.state.lifecycle.state = "ready"
+
+
 def test_a_server_not_ready_is_answered_by_fastapi(apps) -> None:
     fast, plain = apps
-    for served in apps:
-        served.app.state.lifecycle.state = "loading"
-    try:
+    with lifecycle_state(apps, "loading"):
         got = answers(fast, "/v1/embeddings", JSON, {"input": "too early"})
         assert fast.reached_fastapi == ["/v1/embeddings"]
         assert got == answers(plain, "/v1/embeddings", JSON, {"input": "too early"})
         assert got[0] == 503
-    finally:
-        for served in apps:
-            served.app.state.lifecycle.state = "ready"
 
 
 def test_the_fast_path_covers_every_inference_route() -> None:
@@ -300,16 +307,11 @@ def test_dependency_overrides_send_every_request_to_fastapi(apps) -> None:
 
 def test_draining_refuses_before_the_fast_path(apps) -> None:
     fast, plain = apps
-    for served in apps:
-        served.app.state.lifecycle.state = "draining"
-    try:
+    with lifecycle_state(apps, "draining"):
         got = answers(fast, "/v1/embeddings", JSON, {"input": "too late"})
         assert got == answers(plain, "/v1/embeddings", JSON, {"input": "too late"})
         assert got[0] == 503
         assert fast.reached_fastapi == []
-    finally:
-        for served in apps:
-            served.app.state.lifecycle.state = "ready"
 
 
 def test_a_bug_in_the_endpoint_is_the_same_500_on_both_paths(apps, monkeypatch) -> None:
