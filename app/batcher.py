@@ -1,4 +1,4 @@
-"""The dynamic batcher: one asyncio task owns the queue, one worker thread runs every forward pass.
+"""The dynamic batcher: one asyncio task owns the queue, forward threads (app.streams) run passes.
 
 Inputs are queued one by one, each with its own Future and its attention cost in token pairs
 (`AttentionSpec.cost`). Inputs that share a `BatchKey` (the resolved attention spec plus pooling
@@ -11,6 +11,12 @@ Fairness: inputs costing at most `short_input_cost` pairs ride the short lane, t
 lane. While both lanes hold work they take turns, one forward pass each, so a short request waits
 for at most one long forward pass, and a stream of short requests cannot starve a long one.
 A short batch waits at most `batch_wait_s` after its oldest input arrived for company.
+
+Threads: short batches run on the CPU's streams, side by side, one pass per stream; a long batch
+runs on the wide thread, with every core, alone: it starts once the streams' passes have ended,
+and no short pass starts while it runs. A short batch whose turn comes between long ones runs
+alone too, so it runs wide. With one stream (always so on CUDA) passes run one at a time, as
+they are planned.
 
 A batch's results and errors go to its inputs and no other; an input whose Future was cancelled
 (its client went away) is dropped before compute. A device out-of-memory error splits the batch in
@@ -34,6 +40,7 @@ import torch
 
 from app.errors import NotReady, OutOfMemory, QueueFull
 from app.metrics import Metrics
+from app.streams import ForwardThreads
 from sparse_core import AttentionSpec
 
 logger = logging.getLogger("app.batcher")
@@ -105,9 +112,15 @@ class _Plan:
 
 
 class Batcher:
-    """Queue + batching task + single forward worker. `start()` in a running loop first."""
+    """Queue + batching task + forward threads. `start()` in a running loop first.
 
-    def __init__(self, encoder: BatchEncoder, limits: BatchLimits, metrics: Metrics) -> None:
+    streams: short passes run side by side on a CPU (app.streams.stream_layout; 0 picks them);
+    ignored on CUDA, where passes run one at a time.
+    """
+
+    def __init__(
+        self, encoder: BatchEncoder, limits: BatchLimits, metrics: Metrics, streams: int = 1
+    ) -> None:
         self.encoder = encoder
         self.limits = limits
         self.metrics = metrics
@@ -120,7 +133,12 @@ class Batcher:
         self._last_lane: Lane = "long"  # the short lane goes first
         self._task: asyncio.Task[None] | None = None
         self._batch_ids = itertools.count()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forward")
+        on_cpu = encoder.device.type == "cpu"
+        self.threads = ForwardThreads(streams if on_cpu else 1, torch.get_num_threads())
+        self._idle = list(self.threads.narrow)  # streams with no pass running
+        self._wide_busy = False
+        self._passes = 0  # forward passes running
+        self._pass_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def queued(self) -> int:
@@ -140,11 +158,19 @@ class Batcher:
         self._arrived.set()
         if self._task is not None:
             await self._task
-        self._worker.shutdown(wait=True)
+        self.threads.shutdown()
 
     async def run_in_worker(self, function: Callable[..., T], *args: object) -> T:
-        """Run `function(*args)` on the forward thread (warm-up, tests)."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker, function, *args)
+        """Run `function(*args)` on the wide forward thread, outside the batcher's turns: for
+        warm-up before the server takes requests, and tests."""
+        return await asyncio.get_running_loop().run_in_executor(self.threads.wide, function, *args)
+
+    async def run_on_streams(self, function: Callable[..., object], *args: object) -> None:
+        """Run `function(*args)` on each stream in turn (warm-up, as run_in_worker)."""
+        loop = asyncio.get_running_loop()
+        for stream in self.threads.narrow:
+            if stream is not self.threads.wide:
+                await loop.run_in_executor(stream, function, *args)
 
     def submit(
         self, batch: list[list[int]], key: BatchKey, costs: list[int] | None = None
@@ -197,21 +223,26 @@ class Batcher:
 
     async def _run(self) -> None:
         while True:
-            batch, wake_at = self._next_batch(time.perf_counter())
+            batch, wide, wake_at = self._next_batch(time.perf_counter())
             if batch:
-                await self._execute(batch)
+                self._launch(batch, wide)
                 continue
-            if self._closing and self._queued == 0:
+            if self._closing and self._queued == 0 and self._passes == 0:
                 return
-            # Nothing runnable now: sleep until an input arrives or a batch's wait runs out.
+            # Nothing runnable now: sleep until an input arrives, a pass ends or a batch's wait
+            # runs out.
             self._arrived.clear()
             timeout = None if wake_at is None else max(0.0, wake_at - time.perf_counter())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout)
 
-    def _next_batch(self, now: float) -> tuple[list[_Item], float | None]:
-        """Take the batch to run now, if any: (items, None). Otherwise ([], when to look again),
-        None meaning when something arrives. Synchronous, so it sees one consistent queue.
+    def _next_batch(self, now: float) -> tuple[list[_Item], bool, float | None]:
+        """Take the batch to run now, if any: (items, whether it runs wide, None). Otherwise
+        ([], False, when to look again), None meaning when something arrives or a pass ends.
+        Synchronous, so it sees one consistent queue.
+
+        The lane whose turn it is waits for its thread rather than let the other lane go: a long
+        batch for every stream to finish, a short one for a free stream.
 
         Inputs cancelled while queued are skipped here even when their Future's callback has not
         run yet, so a cancelled input can never be chosen or keep the loop from sleeping.
@@ -220,17 +251,31 @@ class Batcher:
             queue_key = self._oldest_queue(lane)
             if queue_key is None:
                 continue
+            if not self._thread_free(lane):
+                return [], False, None
             plan = self._plan(queue_key)
             if not plan.items:
                 continue
             deadline = plan.items[0].enqueued_at + self.limits.batch_wait_s
             waiting_pays = lane == "short" and not plan.full and not self._closing
             if waiting_pays and now < deadline and self._queued < self.limits.queue_size:
-                return [], deadline
+                return [], False, deadline
             self._take(queue_key, plan.items)
             self._last_lane = lane
-            return plan.items, None
-        return [], None
+            return plan.items, lane == "long" or self._short_turn_alone(), None
+        return [], False, None
+
+    def _short_turn_alone(self) -> bool:
+        """A short batch runs wide when it is its lane's only pass this turn: long inputs wait
+        for the next turn (no other short pass starts beside them) and every stream is idle."""
+        all_idle = len(self._idle) == len(self.threads.narrow)
+        return all_idle and any(lane == "long" for lane, _ in self._queues)
+
+    def _thread_free(self, lane: Lane) -> bool:
+        """A long pass needs every stream idle (it takes all the cores); a short one, one."""
+        if self._wide_busy:
+            return False
+        return len(self._idle) == len(self.threads.narrow) if lane == "long" else bool(self._idle)
 
     def _lane_order(self) -> tuple[Lane, Lane]:
         """Lanes take turns: the one that did not run last goes first."""
@@ -281,7 +326,37 @@ class Batcher:
         else:
             del self._queues[queue_key]
 
-    async def _execute(self, batch: list[_Item]) -> None:
+    def _launch(self, batch: list[_Item], wide: bool) -> None:
+        """Start `batch`'s pass on the wide thread or a free stream; it hands the thread back and
+        wakes the batching task when it ends."""
+        if wide:
+            self._wide_busy = True
+            executor = self.threads.wide
+        else:
+            executor = self._idle.pop()
+        self._passes += 1
+
+        async def run() -> None:
+            try:
+                await self._execute(batch, executor)
+            except Exception as error:  # a bug after the pass: its inputs still get an answer
+                logger.exception("batch of %d inputs (%s) failed", len(batch), batch[0].key)
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+            finally:
+                if wide:
+                    self._wide_busy = False
+                else:
+                    self._idle.append(executor)
+                self._passes -= 1
+                self._arrived.set()
+
+        task = asyncio.get_running_loop().create_task(run(), name="forward-pass")
+        self._pass_tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._pass_tasks.discard)
+
+    async def _execute(self, batch: list[_Item], executor: ThreadPoolExecutor) -> None:
         key = batch[0].key
         mode = key.attention.mode
         batch_id = next(self._batch_ids)
@@ -292,7 +367,9 @@ class Batcher:
         longest = max(len(item.ids) for item in batch)
         self.metrics.batch_tokens.labels(mode).observe(longest * len(batch))
         try:
-            outcomes = await self.run_in_worker(self._forward, [item.ids for item in batch], key)
+            outcomes = await asyncio.get_running_loop().run_in_executor(
+                executor, self._forward, [item.ids for item in batch], key
+            )
         except Exception as error:  # a bug in the forward pass: fail this batch only
             logger.exception("forward pass of batch %d (%s) failed", batch_id, key.attention)
             outcomes = [error] * len(batch)
@@ -306,10 +383,10 @@ class Batcher:
             else:
                 item.future.set_result(Encoded(outcome, batch_id, started, finished))
 
-    # -- the worker thread --------------------------------------------------------------------
+    # -- the forward threads -------------------------------------------------------------------
 
     def _forward(self, batch: list[list[int]], key: BatchKey) -> list[torch.Tensor | OutOfMemory]:
-        """Encode `batch`; on device OOM free the cache and retry in halves. Worker thread only."""
+        """Encode `batch`; on device OOM free the cache and retry in halves (forward threads)."""
         on_cuda = self.encoder.device.type == "cuda"
         if on_cuda:
             torch.cuda.reset_peak_memory_stats(self.encoder.device)

@@ -49,7 +49,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         short_input_cost=settings.short_input_cost,
     )
     app.state.metrics.device = encoder.device
-    batcher = Batcher(encoder, limits, app.state.metrics)
+    batcher = Batcher(encoder, limits, app.state.metrics, settings.cpu_streams)
     batcher.start()
     service = EncodeService(encoder, batcher, settings, app.state.metrics)
     app.state.encoder, app.state.batcher, app.state.service = encoder, batcher, service

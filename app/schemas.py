@@ -331,6 +331,10 @@ class InfoResponse(BaseModel):
     default_prompt_name: str | None
     modes: dict[str, ModeInfo]
     limits: dict[str, int | float]
+    forward_threads: dict[str, int] = Field(
+        description="streams (short passes side by side), threads_per_stream, and threads "
+        "(a long pass's, and in all)"
+    )
 
 
 class HealthResponse(BaseModel):

@@ -283,7 +283,7 @@ class EncodeService:
         futures = self.batcher.submit(prepared.ids, prepared.key, prepared.costs)
         results = await gather_or_cancel(futures, disconnected)
         batches = {result.batch_id: result for result in results}
-        inference_s = sum(item.finished_at - item.started_at for item in batches.values())
+        inference_s = busy_time([(b.started_at, b.finished_at) for b in batches.values()])
         last = max(item.finished_at for item in batches.values())
         queue_s = max(0.0, last - submitted - inference_s)
         embeddings = [result.embedding for result in results]
@@ -323,6 +323,25 @@ class EncodeService:
                     self.encoder.encode_batch, batch, spec, self.encoder.default_pooling, True
                 )
             logger.info("warm-up %s: %.2f s", spec, time.perf_counter() - started)
+        # each stream's own thread pool and caches, on a short batch
+        await self.batcher.run_on_streams(
+            self.encoder.encode_batch,
+            [short_ids],
+            AttentionSpec("dense"),
+            self.encoder.default_pooling,
+            True,
+        )
+
+
+def busy_time(spans: list[tuple[float, float]]) -> float:
+    """Seconds covered by at least one (start, end) span: a request's batches may run side by
+    side on the streams, and their time counts once."""
+    total, covered_to = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > covered_to:
+            total += end - max(start, covered_to)
+            covered_to = end
+    return total
 
 
 def _token_vectors(options: Options) -> Options:

@@ -64,6 +64,14 @@ class Settings(BaseSettings):
         "takes turns with long inputs so short requests keep moving",
     )
     max_batch_size: int = Field(32, ge=1, description="inputs per forward pass")
+    cpu_streams: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="on CPU, forward passes of short batches that run side by side, the cores "
+        "shared out among them (long inputs still get every core); 0 picks: each stream half "
+        "the cores, at least 1 and at most 4, and at most 8 streams; 1 runs one pass at a time",
+    )
     batch_wait_ms: float = Field(
         2.0, ge=0, description="how long a batch waits for company before it runs"
     )

@@ -9,8 +9,9 @@ Needs Debian's `wrk` on PATH.
 
 Method
 - The server is a real `python -m app` subprocess on 127.0.0.1 (tests.e2e.server), default
-  settings but LONGENC_DTYPE, LONGENC_LOOP and LONGENC_HTTP, once per dtype and --stacks
-  entry (uvicorn's event loop/HTTP parser: asyncio/h11 and uvloop/httptools). Every request
+  settings but LONGENC_DTYPE, LONGENC_LOOP, LONGENC_HTTP and LONGENC_CPU_STREAMS, once per
+  dtype, --stacks entry (uvicorn's event loop/HTTP parser: asyncio/h11 and uvloop/httptools)
+  and --streams entry (0: the server's own choice; 1: one forward pass at a time). Every request
   is POST /v1/embeddings with one ~20-word real-English text (Debian's license texts), the
   server's default attention.
 - The load generators cost little CPU on the shared cores (their CPU time is recorded beside
@@ -26,7 +27,8 @@ Method
     and send in step, in bursts of one request per connection.
 - In process: the same dtype's encoder (models.load_encoder, as the server loads it), the same
   texts, tokenized and run as the server's batcher runs them (`encode_batch`, batches of the
-  server's max_batch_size, the attention the server resolved), in this process while the
+  server's max_batch_size, the attention the server resolved), on the server's streams side by
+  side (its /info forward_threads, app.streams.ForwardThreads), in this process while the
   server sits idle.
 - Rounds: in process, then the closed loop, back to back, --rounds times; serving efficiency =
   HTTP texts/s ÷ in-process texts/s of the same round, the median over rounds (same dtype, same
@@ -152,7 +154,9 @@ def closed_loop(url: str, texts: list[str], seconds: float, server_pid: int, wor
         f"--script={script}",
         url + ROUTE,
     ]
+    batches_before = batch_sizes(url)
     output, cpu = run_measured(command, server_pid)
+    batches = {key: value - batches_before[key] for key, value in batch_sizes(url).items()}
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))
     stats = json.loads(line.removeprefix("RESULT "))
     errors = sum(stats[key] for key in ("non_2xx", "connect_errors", "read_errors", "timeouts"))
@@ -168,8 +172,20 @@ def closed_loop(url: str, texts: list[str], seconds: float, server_pid: int, wor
         "latency_p99_ms": stats["p99_us"] / 1000,
         "latency_max_ms": stats["max_us"] / 1000,
         **per_text(cpu, answered),
+        "batches": batches["count"],
+        "mean_batch_size": batches["sum"] / max(1, batches["count"]),
         "wrk": stats,
     }
+
+
+def batch_sizes(url: str) -> dict[str, float]:
+    """The server's longenc_batch_size histogram so far, summed over modes: count and sum."""
+    totals = {"count": 0.0, "sum": 0.0}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        for key in totals:
+            if line.startswith(f"longenc_batch_size_{key}{{"):
+                totals[key] += float(line.rpartition(" ")[2])
+    return totals
 
 
 def open_loop(url: str, texts: list[str], rate: float, seconds: float, server_pid: int) -> dict:
@@ -266,29 +282,50 @@ def per_text(cpu: dict[str, float], texts: int) -> dict[str, float]:
 
 
 class InProcess:
-    """The server's encoder in this process: tokenize + encode_batch, batch_size texts a call."""
+    """The server's encoder in this process, run as the server runs short batches: tokenize +
+    encode_batch, batch_size texts a call, on each of the server's streams side by side (the
+    same app.streams.ForwardThreads)."""
 
-    def __init__(self, dtype: str, attention: dict, batch_size: int) -> None:
+    def __init__(self, dtype: str, attention: dict, batch_size: int, streams: int) -> None:
+        import torch
+
+        from app.streams import ForwardThreads
         from models import load_encoder
         from sparse_core import AttentionSpec
 
         self.encoder = load_encoder(device="cpu", dtype=dtype)
         self.spec = AttentionSpec(**attention)
         self.batch_size = batch_size
+        self.threads = ForwardThreads(streams, torch.get_num_threads())
 
     def encode(self, chunk: list[str]) -> None:
         encoder = self.encoder
         encoder.encode_batch(encoder.tokenize(chunk), self.spec, encoder.default_pooling, True)
 
+    def warm_up(self, texts: list[str]) -> None:
+        for stream in self.threads.narrow:
+            stream.submit(self.encode, texts[: self.batch_size]).result()
+
     def run(self, texts: list[str], seconds: float) -> dict:
-        encoded = 0
         started, cpu = time.perf_counter(), time.process_time()
-        while time.perf_counter() - started < seconds:
-            self.encode([texts[(encoded + i) % len(texts)] for i in range(self.batch_size)])
-            encoded += self.batch_size
+
+        def stream(first: int) -> int:
+            encoded = 0
+            while time.perf_counter() - started < seconds:
+                offset = first + encoded
+                self.encode([texts[(offset + i) % len(texts)] for i in range(self.batch_size)])
+                encoded += self.batch_size
+            return encoded
+
+        running = [
+            thread.submit(stream, index * len(texts) // len(self.threads.narrow))
+            for index, thread in enumerate(self.threads.narrow)
+        ]
+        encoded = sum(future.result() for future in running)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         return {
             "batch_size": self.batch_size,
+            "streams": len(self.threads.narrow),
             "texts": encoded,
             "wall_s": wall,
             "texts_per_s": encoded / wall,
@@ -376,10 +413,11 @@ def summarize_profile(path: Path, requests: int, top: int = 40) -> str:
 
 
 def run_dtype(
-    dtype: str, stack: str, texts: list[str], args: argparse.Namespace, work: Path
+    dtype: str, stack: str, streams: int, texts: list[str], args: argparse.Namespace, work: Path
 ) -> dict:
-    """One server of `dtype` on `stack` ("loop/http", uvicorn's event loop and HTTP parser):
-    rounds of (in process, closed loop) in turn, then the open loops."""
+    """One server of `dtype` on `stack` ("loop/http", uvicorn's event loop and HTTP parser) with
+    LONGENC_CPU_STREAMS=`streams`: rounds of (in process, closed loop) in turn, then the open
+    loops."""
     load_before = os.getloadavg()[0]
     loop, http = stack.split("/")
     settings = {
@@ -387,16 +425,22 @@ def run_dtype(
         "LONGENC_DTYPE": dtype,
         "LONGENC_LOOP": loop,
         "LONGENC_HTTP": http,
+        "LONGENC_CPU_STREAMS": str(streams),
     }
-    server = Server(settings, work / f"server_{dtype}_{loop}_{http}.log")
+    name = f"{dtype}_{loop}_{http}_streams{streams}"
+    server = Server(settings, work / f"server_{name}.log")
+    local: InProcess | None = None
     try:
         server.wait_ready(timeout_s=600)
         info = httpx.get(f"{server.url}/info").json()
         answer = httpx.post(f"{server.url}{ROUTE}", json={"input": texts[0]}).json()
         pid = server.process.pid
         # the idle server costs nothing while this process encodes
-        local = InProcess(dtype, answer["attention"], info["limits"]["max_batch_size"])
-        local.encode(texts[: local.batch_size])  # warm-up
+        layout = info["forward_threads"]
+        local = InProcess(
+            dtype, answer["attention"], info["limits"]["max_batch_size"], layout["streams"]
+        )
+        local.warm_up(texts)
         closed_loop(server.url, texts, 2, pid, work)  # warm-up: connections, allocator, caches
         rounds = []
         for index in range(args.rounds):
@@ -405,33 +449,38 @@ def run_dtype(
             efficiency = closed["texts_per_s"] / reference["texts_per_s"]
             rounds.append({"in_process": reference, "closed": closed, "efficiency": efficiency})
             print(
-                f"{dtype} {stack} round {index + 1}: HTTP {closed['texts_per_s']:.1f} texts/s, "
-                f"in process {reference['texts_per_s']:.1f}, efficiency {efficiency:.2f}",
+                f"{name} round {index + 1}: HTTP {closed['texts_per_s']:.1f} texts/s "
+                f"(batches of {closed['mean_batch_size']:.1f}), in process "
+                f"{reference['texts_per_s']:.1f}, efficiency {efficiency:.2f}",
                 flush=True,
             )
         if args.profile is not None:  # an extra closed loop, not counted: py-spy costs CPU
             args.profile.mkdir(parents=True, exist_ok=True)
-            raw = args.profile / f"server_{dtype}_{loop}_{http}_stacks.txt"
+            raw = args.profile / f"server_{name}_stacks.txt"
             spy = profile(pid, args.seconds, raw)
             profiled = closed_loop(server.url, texts, args.seconds, pid, work)
             spy.wait()
             summary = summarize_profile(raw, profiled["requests"])
-            (args.profile / f"server_{dtype}_{loop}_{http}_summary.txt").write_text(summary)
+            (args.profile / f"server_{name}_summary.txt").write_text(summary)
         closed_rate = statistics.median(r["closed"]["texts_per_s"] for r in rounds)
         opened = []
         for fraction in OPEN_FRACTIONS:
             result = open_loop(server.url, texts, fraction * closed_rate, args.seconds, pid)
             opened.append({"fraction_of_closed": fraction, **result})
             print(
-                f"{dtype} {stack} open {fraction:.0%}: {result['texts_per_s']:.1f} texts/s, "
+                f"{name} open {fraction:.0%}: {result['texts_per_s']:.1f} texts/s, "
                 f"p50 {result['latency_p50_ms']:.0f} ms, p99 {result['latency_p99_ms']:.0f} ms",
                 flush=True,
             )
     finally:
         exit_code = server.stop(timeout_s=120)
+        if local is not None:
+            local.threads.shutdown()
     return {
         "dtype": dtype,
         "stack": stack,
+        "cpu_streams_setting": streams,
+        "forward_threads": layout,
         "server_dtype": info["dtype"],
         "server_limits": info["limits"],
         "attention": answer["attention"],
@@ -448,16 +497,18 @@ def run_dtype(
 
 def markdown(report: dict) -> str:
     lines = [
-        "| dtype | server loop/parser | load | HTTP texts/s | in process texts/s | efficiency "
-        "| p50 | p99 |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| dtype | server loop/parser | streams × threads | load | HTTP texts/s "
+        "| in process texts/s | efficiency | p50 | p99 |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for case in report["cases"]:
         reference = case["in_process_texts_per_s"]
         middle = sorted(case["rounds"], key=lambda r: r["efficiency"])[len(case["rounds"]) // 2]
         closed = middle["closed"]
+        layout = case.get("forward_threads", {"streams": 1, "threads_per_stream": 2})
+        threads = f"{layout['streams']} × {layout['threads_per_stream']}"
         lines.append(
-            f"| {case['dtype']} | {case.get('stack', 'asyncio/h11')} "
+            f"| {case['dtype']} | {case.get('stack', 'asyncio/h11')} | {threads} "
             f"| closed, {closed['connections']} connections | "
             f"{case['http_texts_per_s']:.1f} | {reference:.1f} | "
             f"{case['serving_efficiency']:.2f} | {closed['latency_p50_ms']:.0f} ms | "
@@ -465,7 +516,7 @@ def markdown(report: dict) -> str:
         )
         for run in case["open"]:
             lines.append(
-                f"| {case['dtype']} | {case.get('stack', 'asyncio/h11')} "
+                f"| {case['dtype']} | {case.get('stack', 'asyncio/h11')} | {threads} "
                 f"| open, {run['offered_per_s']:.0f}/s "
                 f"({run['fraction_of_closed']:.0%}) | {run['texts_per_s']:.1f} | | | "
                 f"{run['latency_p50_ms']:.0f} ms | {run['latency_p99_ms']:.0f} ms |"
@@ -485,6 +536,14 @@ def main() -> None:
         default=["asyncio/h11", "uvloop/httptools"],
         help="uvicorn event loop/HTTP parser pairs, one server each (LONGENC_LOOP/LONGENC_HTTP)",
     )
+    parser.add_argument(
+        "--streams",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="LONGENC_CPU_STREAMS values, one server each (0: the server picks; 1: one pass at a "
+        "time)",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="per load run")
     parser.add_argument("--rounds", type=int, default=None, help="(in process, closed) pairs")
     parser.add_argument("--profile", type=Path, help="py-spy the server's closed loop into DIR")
@@ -496,7 +555,10 @@ def main() -> None:
     texts = short_texts()
     work = Path(tempfile.mkdtemp(prefix="longenc-serving-"))
     cases = [
-        run_dtype(dtype, stack, texts, args, work) for dtype in args.dtypes for stack in args.stacks
+        run_dtype(dtype, stack, streams, texts, args, work)
+        for dtype in args.dtypes
+        for stack in args.stacks
+        for streams in args.streams
     ]
     report = {
         "device": "cpu",

@@ -101,6 +101,7 @@ async def info(request: Request, settings: SettingsDep) -> InfoResponse:
         default_prompt_name=encoder.default_prompt_name,
         modes=modes,
         limits=limits,
+        forward_threads=request.app.state.batcher.threads.layout(),
     )
 
 

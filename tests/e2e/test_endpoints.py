@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from app.streams import stream_layout
 from sparse_core import MODES
 from tests.e2e.conftest import words
 
@@ -52,6 +53,11 @@ def test_health_info_docs_and_openapi(client: httpx.Client) -> None:
     for name, mode in MODES.items():
         assert set(info["modes"][name]["params"]) == {param.name for param in mode.params}
     assert info["limits"]["max_input_tokens"] == 4096
+    layout = info["forward_threads"]  # LONGENC_CPU_STREAMS unset: the server's own choice
+    if info["device"] == "cpu":
+        assert (layout["streams"], layout["threads_per_stream"]) == stream_layout(layout["threads"])
+    else:
+        assert layout["streams"] == 1
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     paths = client.get("/openapi.json").json()["paths"]
