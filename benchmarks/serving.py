@@ -3,8 +3,9 @@
     python -m benchmarks.serving                     # the full run (CPU: about 8 minutes)
     python -m benchmarks.serving --quick             # a smoke run (about 2 minutes)
     python -m benchmarks.serving --profile DIR       # and py-spy the server (an extra run)
+    python -m benchmarks.serving --streams 1 0 1 0   # one pass at a time against streams, in turn
 
-Writes benchmarks/results/serving_cpu.json (serving_cpu_smoke.json with --quick).
+Writes benchmarks/results/serving_cpu<suffix>.json (serving_cpu_smoke.json with --quick).
 Needs Debian's `wrk` on PATH.
 
 Method
