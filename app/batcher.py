@@ -268,14 +268,16 @@ class Batcher:
     def _short_turn_alone(self) -> bool:
         """A short batch runs wide when it is its lane's only pass this turn: long inputs wait
         for the next turn (no other short pass starts beside them) and every stream is idle."""
-        all_idle = len(self._idle) == len(self.threads.narrow)
-        return all_idle and any(lane == "long" for lane, _ in self._queues)
+        return self._streams_idle() and any(lane == "long" for lane, _ in self._queues)
 
     def _thread_free(self, lane: Lane) -> bool:
         """A long pass needs every stream idle (it takes all the cores); a short one, one."""
         if self._wide_busy:
             return False
-        return len(self._idle) == len(self.threads.narrow) if lane == "long" else bool(self._idle)
+        return self._streams_idle() if lane == "long" else bool(self._idle)
+
+    def _streams_idle(self) -> bool:
+        return len(self._idle) == len(self.threads.narrow)
 
     def _lane_order(self) -> tuple[Lane, Lane]:
         """Lanes take turns: the one that did not run last goes first."""

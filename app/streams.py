@@ -5,7 +5,7 @@ On a CPU, torch splits each operation of a forward pass over its intra-op thread
 operation ends at a barrier where they all wait for the slowest. For the small matrices of a
 batch of short texts that split pays poorly, and any other thread on the same cores (the event
 loop) stalls the whole pass. Two passes side by side, one thread each, kept the cores busier: on
-2 cores, 1.2–1.3× the texts/s of one pass with both threads (benchmarks/serving.py). A long
+2 cores, 1.1–1.3× the texts/s of one pass with both threads (benchmarks/serving.py). A long
 document is a single input, so it still gets every thread, alone.
 
 torch keeps the intra-op thread count per thread (OpenMP's and MKL's per-thread settings), but a
