@@ -74,7 +74,7 @@ def block_attention() -> Callable[..., None] | None:
 def block_attention_for(*tensors: torch.Tensor) -> Callable[..., None] | None:
     """block_attention() when it can take these tensors (float32 on CPU, each row contiguous,
     any other strides), else None."""
-    if tensors[0].dtype != torch.float32 or tensors[0].device.type != "cpu":
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors):
         return None
     if any(t.stride(-1) != 1 for t in tensors):
         return None

@@ -26,6 +26,11 @@ def attend(
             f"q, k, v must share one (batch, heads, seq, head_dim) shape; got "
             f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
+    if not q.dtype == k.dtype == v.dtype or not q.device == k.device == v.device:
+        raise ValueError(
+            f"q, k, v must share one dtype and device; got {q.dtype}/{q.device}, "
+            f"{k.dtype}/{k.device}, {v.dtype}/{v.device}"
+        )
     if lengths is not None and lengths.shape != (q.shape[0],):
         raise ValueError(f"lengths must have shape ({q.shape[0]},), got {tuple(lengths.shape)}")
     return MODES[spec.mode].kernel(q, k, v, spec, lengths)

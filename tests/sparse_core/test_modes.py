@@ -187,3 +187,20 @@ def test_pattern_blocks_larger_than_the_executor_block(spec):
     for b, length in enumerate(lengths.tolist()):
         keep = sample < length
         torch.testing.assert_close(out[b, :, keep], expected[b, :, keep], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        AttentionSpec("dense"),
+        AttentionSpec("sliding_window", window=8),
+        AttentionSpec("topk", top_k=4),
+    ],
+    ids=repr,
+)
+def test_mixed_dtypes_are_refused_with_a_clear_error(spec):
+    """Every mode takes q, k and v of one dtype; a mix is a caller's error, named as such (the
+    C++ kernel and SDPA each failed with their own message)."""
+    q, k, v = make_qkv(40, torch.float32)
+    with pytest.raises(ValueError, match="one dtype and device"):
+        attend(q, k.bfloat16(), v, spec)

@@ -1,10 +1,13 @@
-"""Loading the C++ kernels: a build lock left by a killed process must not hang every later load."""
+"""Loading the C++ kernels (a build lock left by a killed process must not hang every later load),
+and which tensors they are offered."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
+
+import torch
 
 from sparse_core import _native
 from tests.sparse_core.test_tiling import require_native
@@ -73,3 +76,13 @@ def test_no_lock_returns_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(_native.time, "sleep", never_sleep)
     _native._clear_stale_lock(tmp_path)
     assert not (tmp_path / "lock").exists()
+
+
+def test_block_attention_is_offered_only_when_every_tensor_is_float32_on_cpu():
+    """The kernel reads every tensor as float32: one bfloat16 k or v among float32 q and out
+    means the torch path (the check used to look at the first tensor only)."""
+    require_native()
+    q, k, v, out = (torch.zeros(2, 16, 8) for _ in range(4))
+    assert _native.block_attention_for(q, k, v, out) is not None
+    assert _native.block_attention_for(q, k.bfloat16(), v, out) is None
+    assert _native.block_attention_for(q, k, v, out.bfloat16()) is None
