@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from prometheus_client import start_http_server
 
 from app.batcher import Batcher, BatchLimits
+from app.cpus import set_torch_threads
 from app.errors import install_error_handlers
 from app.fastpath import FastPath, endpoints
 from app.lifecycle import Lifecycle
@@ -30,12 +31,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the encoder (a failure stops the server from starting), start the batcher, then warm
     up in the background while /health answers 503; on shutdown finish every queued input."""
     settings: Settings = app.state.settings
+    threads = set_torch_threads(settings.cpu_threads)
+    logger.info("torch threads: %d", threads)
     encoder = await asyncio.to_thread(
         load_encoder,
         path=settings.model_path,
         device=settings.device,
         dtype=settings.dtype,
         position_extension=settings.position_extension,
+        graph_forward=settings.graph_forward,
     )
     logger.info(
         "loaded %s (dim %d) on %s, %s", encoder.name, encoder.dim, encoder.device, encoder.dtype

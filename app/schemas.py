@@ -335,6 +335,10 @@ class InfoResponse(BaseModel):
         description="streams (short passes side by side), threads_per_stream, and threads "
         "(a long pass's, and in all)"
     )
+    graph_forward: bool = Field(
+        description="whether dense passes run as a traced graph, outside Python "
+        "(LONGENC_GRAPH_FORWARD, CPU, models without local layers)"
+    )
 
 
 class HealthResponse(BaseModel):

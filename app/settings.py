@@ -64,6 +64,14 @@ class Settings(BaseSettings):
         "takes turns with long inputs so short requests keep moving",
     )
     max_batch_size: int = Field(32, ge=1, description="inputs per forward pass")
+    cpu_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="torch's intra-op threads on CPU, all streams together; 0: the CPUs this "
+        "process may use, its affinity capped by its cgroup's CPU quota (a container's CPU "
+        "limit), or OMP_NUM_THREADS when set",
+    )
     cpu_streams: int = Field(
         0,
         ge=0,
@@ -71,6 +79,11 @@ class Settings(BaseSettings):
         description="on CPU, forward passes of short batches that run side by side, the cores "
         "shared out among them (long inputs still get every core); 0 picks: each stream half "
         "the cores, at least 1 and at most 4, and at most 8 streams; 1 runs one pass at a time",
+    )
+    graph_forward: bool = Field(
+        True,
+        description="on CPU, dense forward passes run as traced TorchScript graphs, without the "
+        "GIL between operations (same results; models with local layers always run eager)",
     )
     batch_wait_ms: float = Field(
         2.0, ge=0, description="how long a batch waits for company before it runs"

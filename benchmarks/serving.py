@@ -4,17 +4,19 @@
     python -m benchmarks.serving --quick             # a smoke run (about 2 minutes)
     python -m benchmarks.serving --profile DIR       # and py-spy the server (an extra run)
     python -m benchmarks.serving --streams 1 0 1 0   # one pass at a time against streams, in turn
+    python -m benchmarks.serving --graph-forward off on off on   # eager passes against graphs
 
 Writes benchmarks/results/serving_cpu<suffix>.json (serving_cpu_smoke.json with --quick).
 Needs Debian's `wrk` on PATH.
 
 Method
 - The server is a real `python -m app` subprocess on 127.0.0.1 (tests.e2e.server), default
-  settings but LONGENC_DTYPE, LONGENC_LOOP, LONGENC_HTTP and LONGENC_CPU_STREAMS, once per
-  dtype, --stacks entry (uvicorn's event loop/HTTP parser: asyncio/h11 and uvloop/httptools)
-  and --streams entry (0: the server's own choice; 1: one forward pass at a time). Every request
-  is POST /v1/embeddings with one ~20-word real-English text (Debian's license texts), the
-  server's default attention.
+  settings but LONGENC_DTYPE, LONGENC_LOOP, LONGENC_HTTP, LONGENC_CPU_STREAMS and
+  LONGENC_GRAPH_FORWARD, once per dtype, --stacks entry (uvicorn's event loop/HTTP parser:
+  asyncio/h11 and uvloop/httptools), --streams entry (0: the server's own choice; 1: one
+  forward pass at a time) and --graph-forward entry (on: dense passes as traced graphs).
+  Every request is POST /v1/embeddings with one ~20-word real-English text (Debian's license
+  texts), the server's default attention.
 - The load generators cost little CPU on the shared cores (their CPU time is recorded beside
   the server's, per text):
   - closed loop: `wrk` (one thread) with 32 connections, each sending its next request when
@@ -28,9 +30,9 @@ Method
     and send in step, in bursts of one request per connection.
 - In process: the same dtype's encoder (models.load_encoder, as the server loads it), the same
   texts, tokenized and run as the server's batcher runs them (`encode_batch`, batches of the
-  server's max_batch_size, the attention the server resolved), on the server's streams side by
-  side (its /info forward_threads, app.streams.ForwardThreads), in this process while the
-  server sits idle.
+  server's max_batch_size, the attention the server resolved, graphs as the server's /info
+  says), on the server's streams side by side (its /info forward_threads,
+  app.streams.ForwardThreads), in this process while the server sits idle.
 - Rounds: in process, then the closed loop, back to back, --rounds times; serving efficiency =
   HTTP texts/s ÷ in-process texts/s of the same round, the median over rounds (same dtype, same
   run; drift of a shared machine hits both halves of a round alike). The open loops follow.
@@ -287,14 +289,16 @@ class InProcess:
     encode_batch, batch_size texts a call, on each of the server's streams side by side (the
     same app.streams.ForwardThreads)."""
 
-    def __init__(self, dtype: str, attention: dict, batch_size: int, streams: int) -> None:
+    def __init__(
+        self, dtype: str, attention: dict, batch_size: int, streams: int, graph_forward: bool
+    ) -> None:
         import torch
 
         from app.streams import ForwardThreads
         from models import load_encoder
         from sparse_core import AttentionSpec
 
-        self.encoder = load_encoder(device="cpu", dtype=dtype)
+        self.encoder = load_encoder(device="cpu", dtype=dtype, graph_forward=graph_forward)
         self.spec = AttentionSpec(**attention)
         self.batch_size = batch_size
         self.threads = ForwardThreads(streams, torch.get_num_threads())
@@ -414,11 +418,17 @@ def summarize_profile(path: Path, requests: int, top: int = 40) -> str:
 
 
 def run_dtype(
-    dtype: str, stack: str, streams: int, texts: list[str], args: argparse.Namespace, work: Path
+    dtype: str,
+    stack: str,
+    streams: int,
+    graph: str,
+    texts: list[str],
+    args: argparse.Namespace,
+    work: Path,
 ) -> dict:
     """One server of `dtype` on `stack` ("loop/http", uvicorn's event loop and HTTP parser) with
-    LONGENC_CPU_STREAMS=`streams`: rounds of (in process, closed loop) in turn, then the open
-    loops."""
+    LONGENC_CPU_STREAMS=`streams` and LONGENC_GRAPH_FORWARD=`graph` ("on"/"off"): rounds of (in
+    process, closed loop) in turn, then the open loops."""
     load_before = os.getloadavg()[0]
     loop, http = stack.split("/")
     settings = {
@@ -427,8 +437,9 @@ def run_dtype(
         "LONGENC_LOOP": loop,
         "LONGENC_HTTP": http,
         "LONGENC_CPU_STREAMS": str(streams),
+        "LONGENC_GRAPH_FORWARD": str(graph == "on").lower(),
     }
-    name = f"{dtype}_{loop}_{http}_streams{streams}"
+    name = f"{dtype}_{loop}_{http}_streams{streams}_graph_{graph}"
     server = Server(settings, work / f"server_{name}.log")
     local: InProcess | None = None
     try:
@@ -439,7 +450,11 @@ def run_dtype(
         # the idle server costs nothing while this process encodes
         layout = info["forward_threads"]
         local = InProcess(
-            dtype, answer["attention"], info["limits"]["max_batch_size"], layout["streams"]
+            dtype,
+            answer["attention"],
+            info["limits"]["max_batch_size"],
+            layout["streams"],
+            info["graph_forward"],
         )
         local.warm_up(texts)
         closed_loop(server.url, texts, 2, pid, work)  # warm-up: connections, allocator, caches
@@ -482,6 +497,7 @@ def run_dtype(
         "stack": stack,
         "cpu_streams_setting": streams,
         "forward_threads": layout,
+        "graph_forward": info["graph_forward"],
         "server_dtype": info["dtype"],
         "server_limits": info["limits"],
         "attention": answer["attention"],
@@ -498,7 +514,7 @@ def run_dtype(
 
 def markdown(report: dict) -> str:
     lines = [
-        "| dtype | server loop/parser | streams × threads | load | HTTP texts/s "
+        "| dtype | server loop/parser | streams × threads, forward | load | HTTP texts/s "
         "| in process texts/s | efficiency | p50 | p99 |",
         "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
@@ -508,6 +524,7 @@ def markdown(report: dict) -> str:
         closed = middle["closed"]
         layout = case.get("forward_threads", {"streams": 1, "threads_per_stream": 2})
         threads = f"{layout['streams']} × {layout['threads_per_stream']}"
+        threads += ", graph" if case.get("graph_forward") else ", eager"
         lines.append(
             f"| {case['dtype']} | {case.get('stack', 'asyncio/h11')} | {threads} "
             f"| closed, {closed['connections']} connections | "
@@ -545,6 +562,13 @@ def main() -> None:
         help="LONGENC_CPU_STREAMS values, one server each (0: the server picks; 1: one pass at a "
         "time)",
     )
+    parser.add_argument(
+        "--graph-forward",
+        nargs="+",
+        choices=["on", "off"],
+        default=["on"],
+        help="LONGENC_GRAPH_FORWARD values, one server each (on: dense passes as traced graphs)",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="per load run")
     parser.add_argument("--rounds", type=int, default=None, help="(in process, closed) pairs")
     parser.add_argument("--profile", type=Path, help="py-spy the server's closed loop into DIR")
@@ -556,10 +580,11 @@ def main() -> None:
     texts = short_texts()
     work = Path(tempfile.mkdtemp(prefix="longenc-serving-"))
     cases = [
-        run_dtype(dtype, stack, streams, texts, args, work)
+        run_dtype(dtype, stack, streams, graph, texts, args, work)
         for dtype in args.dtypes
         for stack in args.stacks
         for streams in args.streams
+        for graph in args.graph_forward
     ]
     report = {
         "device": "cpu",

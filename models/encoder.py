@@ -8,6 +8,7 @@ import torch
 
 from models.arch import read_config
 from models.batching import group_by_length, pad
+from models.graph import DenseGraphs
 from models.modules import Transformer
 from models.pooling import check_pooling, pool
 from models.sentence import SentenceConfig, read_sentence_config
@@ -35,6 +36,8 @@ class Encoder:
 
     max_position_embeddings is the model's trained length (the learned table's rows, or the
     length a rotary model was trained on); native_layer_patterns its per-layer attention.
+    graphs: the model's dense pass as TorchScript graphs (models.graph), which dense passes run
+    when they can; None runs every pass eager.
     """
 
     def __init__(
@@ -43,9 +46,11 @@ class Encoder:
         tokenizer: TextTokenizer,
         name: str,
         sentence: SentenceConfig | None = None,
+        graphs: DenseGraphs | None = None,
     ) -> None:
         sentence = sentence or SentenceConfig()
         self.model = model
+        self.graphs = graphs
         self.tokenizer = tokenizer
         self.config = model.config
         self.name = name
@@ -162,8 +167,17 @@ class Encoder:
         or for "none" every input's token rows, concatenated in order."""
         ids, lengths = pad(batch, self.config.pad_token_id, self.device)  # (B, n), (B,)
         padded = min(map(len, batch)) < ids.shape[1]  # known on the host: no device sync
-        hidden = self.model(ids, attention, lengths if padded else None)  # (B, n, dim)
+        row_lengths = lengths if padded else None
+        if self.graphs is not None and self.graphs.runs(attention):
+            hidden = self.graphs(ids, row_lengths)  # (B, n, dim)
+        else:
+            hidden = self.model(ids, attention, row_lengths)
         return pool(hidden, lengths, pooling, normalize)
+
+    @property
+    def graph_forward(self) -> bool:
+        """Whether dense passes run as a graph, outside Python (models.graph)."""
+        return self.graphs is not None and self.graphs.runs(DENSE)
 
     def encode(
         self,
@@ -235,13 +249,15 @@ def load_encoder(
     device: str | torch.device = "auto",
     dtype: str | torch.dtype | None = None,
     position_extension: str = "copy",
+    graph_forward: bool = True,
 ) -> Encoder:
     """Load a Hugging Face folder (config.json; model.safetensors, sharded safetensors or
     pytorch_model.bin; tokenizer.json; optional sentence-transformers files) of any architecture
     in models.arch; path None is the bundled all-MiniLM-L6-v2. device "auto" is CUDA when
     available; dtype None is float32 on CPU and float16 on CUDA. position_extension ("copy" or
     "interpolate") reads a learned position table beyond its length (see models.positions);
-    rotary models need none and ignore it.
+    rotary models need none and ignore it. graph_forward: on CPU, run dense passes as traced
+    graphs, without the GIL (models.graph; same results), where the model allows it.
 
     Raises ValueError (bad argument or config), FileNotFoundError, CheckpointError (weights).
     """
@@ -257,4 +273,5 @@ def load_encoder(
     load_weights(model, folder, target_dtype, architecture)
     model.reset_buffers()
     model = model.to(target_device).eval()
-    return Encoder(model, tokenizer, name, sentence)
+    graphs = DenseGraphs(model) if graph_forward and target_device.type == "cpu" else None
+    return Encoder(model, tokenizer, name, sentence, graphs)

@@ -102,6 +102,7 @@ async def info(request: Request, settings: SettingsDep) -> InfoResponse:
         modes=modes,
         limits=limits,
         forward_threads=request.app.state.batcher.threads.layout(),
+        graph_forward=encoder.graph_forward,
     )
 
 

@@ -58,6 +58,8 @@ def test_health_info_docs_and_openapi(client: httpx.Client) -> None:
         assert (layout["streams"], layout["threads_per_stream"]) == stream_layout(layout["threads"])
     else:
         assert layout["streams"] == 1
+    # the default model has no local layers: its dense passes run as a graph on a CPU
+    assert info["graph_forward"] is (info["device"] == "cpu")
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     paths = client.get("/openapi.json").json()["paths"]

@@ -60,6 +60,21 @@ def container(image: str) -> Iterator[Container]:
         podman("rm", "--force", "--time", "0", name, what=f"removing {name}", check=False)
 
 
+def test_torch_threads_follow_a_containers_cpu_limit(image: str) -> None:
+    """`--cpus 1` on a host whose cores the container's affinity mask all holds: a CFS quota,
+    which torch alone would not see."""
+    script = (
+        "import os; from app.cpus import set_torch_threads; "
+        "print(len(os.sched_getaffinity(0)), set_torch_threads(0))"
+    )
+    output = podman(
+        "run", "--rm", "--cpus", "1", "--entrypoint", "python", image, "-c", script,
+        what="running a CPU-limited container",
+    )  # fmt: skip
+    affinity, threads = map(int, output.split())
+    assert threads == 1, (affinity, threads)
+
+
 def test_health_check_is_the_images_own(container: Container) -> None:
     check = inspect(container.name, "{{json .Config.Healthcheck.Test}}")
     assert "/health" in check, check

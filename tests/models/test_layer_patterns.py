@@ -118,6 +118,7 @@ def test_every_layer_of_a_forward_pass_shares_one_block_mask_scope(encoder, monk
     same dict for all layers), so that on CUDA a spec's FlexAttention mask is built once."""
     import sparse_core.flex
 
+    monkeypatch.setattr(encoder, "graphs", None)  # the eager pass, whose layers call attend
     scopes: list[int | None] = []
     attend = models.attention.attend
 

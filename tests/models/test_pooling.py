@@ -45,17 +45,28 @@ def test_bfloat16_hidden_pools_in_float32() -> None:
     assert vectors.dtype == torch.float32
 
 
+@pytest.mark.parametrize("graph", [True, False], ids=["graph", "eager"])
 @pytest.mark.parametrize(("sizes", "padded"), [([7, 7, 7], False), ([7, 4, 6], True)])
 def test_the_model_sees_lengths_only_when_a_row_is_padded(
-    encoder: Encoder, monkeypatch, sizes: list[int], padded: bool
+    encoder: Encoder, monkeypatch, sizes: list[int], padded: bool, graph: bool
 ) -> None:
     seen: list[torch.Tensor | None] = []
-    model = encoder.model
+    model, graphs = encoder.model, encoder.graphs
+    assert graphs is not None and graphs.runs(AttentionSpec("dense"))
+
+    class Recording:
+        def runs(self, spec: AttentionSpec) -> bool:
+            return graph
+
+        def __call__(self, ids, lengths):
+            seen.append(lengths)
+            return graphs(ids, lengths)
 
     def spy(ids, attention, lengths):
         seen.append(lengths)
         return model(ids, attention, lengths)
 
+    monkeypatch.setattr(encoder, "graphs", Recording())
     monkeypatch.setattr(encoder, "model", spy)
     batch = [[101] + [2023] * (size - 2) + [102] for size in sizes]
     pooled = encoder.forward_group(batch, AttentionSpec("dense"), "none", False)
