@@ -1,11 +1,11 @@
 """How many CPUs this process may really use: its affinity, capped by its cgroup's CPU quota.
 
-torch starts one intra-op thread per CPU in the process's affinity mask. In a container with a
-CPU limit but no cpuset (Kubernetes' default CPU manager, `docker run --cpus`), the mask holds
-every core of the node while the kernel lets the container run only `limit` CPUs' worth of time
-per period: 32 threads on a 2-CPU limit spend most of each period throttled. The limit is the
-cgroup's CFS quota (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`), at the
-process's own cgroup or any above it.
+torch starts an intra-op thread per CPU of the process's affinity mask (MKL builds: per physical
+core). In a container with a CPU limit but no cpuset (Kubernetes' default CPU manager, `docker
+run --cpus`), the mask holds every core of the node while the kernel lets the container run only
+`limit` CPUs' worth of time per period: 32 threads on a 2-CPU limit spend most of each period
+throttled. The limit is the cgroup's CFS quota (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us` /
+`cpu.cfs_period_us`), at the process's own cgroup or any above it.
 """
 
 from __future__ import annotations
@@ -19,21 +19,30 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
 
 
+def _ratio(quota: str, period: str) -> float | None:
+    """quota ÷ period when both are positive integers; None for "max", -1 or anything else."""
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
 def _quota_v2(directory: Path) -> float | None:
     try:
-        quota, period = (directory / "cpu.max").read_text().split()[:2]
-    except (OSError, ValueError):
+        fields = (directory / "cpu.max").read_text().split()
+    except OSError:
         return None
-    return None if quota == "max" else int(quota) / int(period)
+    return _ratio(*fields) if len(fields) == 2 else None
 
 
 def _quota_v1(directory: Path) -> float | None:
     try:
-        quota = int((directory / "cpu.cfs_quota_us").read_text())
-        period = int((directory / "cpu.cfs_period_us").read_text())
-    except (OSError, ValueError):
+        quota = (directory / "cpu.cfs_quota_us").read_text().strip()
+        period = (directory / "cpu.cfs_period_us").read_text().strip()
+    except OSError:
         return None
-    return None if quota <= 0 or period <= 0 else quota / period
+    return _ratio(quota, period)
 
 
 def cgroup_cpu_limit(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
@@ -45,7 +54,10 @@ def cgroup_cpu_limit(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) 
         lines = []
     candidates: list[tuple[Path, Callable[[Path], float | None]]] = []
     for line in lines:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
         relative = path.lstrip("/")
         if controllers == "":  # cgroup v2, one unified hierarchy
             candidates += [(root / relative, _quota_v2)]

@@ -36,6 +36,8 @@ Method
 - Rounds: in process, then the closed loop, back to back, --rounds times; serving efficiency =
   HTTP texts/s ÷ in-process texts/s of the same round, the median over rounds (same dtype, same
   run; drift of a shared machine hits both halves of a round alike). The open loops follow.
+- The server's resident memory (VmRSS, and its peak so far, VmHWM) is read after each closed
+  loop.
 - Other load on the machine skews everything; the 1-minute load average before and after each
   dtype is recorded.
 """
@@ -177,7 +179,19 @@ def closed_loop(url: str, texts: list[str], seconds: float, server_pid: int, wor
         **per_text(cpu, answered),
         "batches": batches["count"],
         "mean_batch_size": batches["sum"] / max(1, batches["count"]),
+        **server_memory_mb(server_pid),
         "wrk": stats,
+    }
+
+
+def server_memory_mb(pid: int) -> dict[str, float]:
+    """The server's resident memory now and at its peak so far (VmRSS, VmHWM), in MiB."""
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return {
+        f"server_{name}_mb": int(status[field].split()[0]) / 1024
+        for name, field in (("rss", "VmRSS"), ("peak_rss", "VmHWM"))
     }
 
 

@@ -53,8 +53,34 @@ def test_v1_quota_of_minus_one_is_unlimited(tmp_path: Path) -> None:
     assert cgroup_cpu_limit(root, tmp_path / "proc") is None
 
 
+def test_v1_controller_mounted_under_its_own_name(tmp_path: Path) -> None:
+    """/proc says "cpu,cpuacct" but the hierarchy is mounted as "cpu" (a symlink on most hosts)."""
+    root = tmp_path / "cgroup"
+    write(tmp_path / "proc", "4:cpu,cpuacct:/docker/abc\n")
+    write(root / "cpu" / "cpu.cfs_quota_us", "50000\n")
+    write(root / "cpu" / "cpu.cfs_period_us", "100000\n")
+    assert cgroup_cpu_limit(root, tmp_path / "proc") == 0.5
+
+
+@pytest.mark.parametrize(
+    ("proc", "cpu_max"),
+    [
+        ("0::/\n", "garbage\n"),
+        ("0::/\n", "abc 100000\n"),
+        ("0::/\n", "150000 0\n"),
+        ("0::/\n", "\n"),
+        ("\nnot a cgroup line\n0::/\n", "max 100000\n"),
+    ],
+    ids=["one field", "not a number", "zero period", "empty", "odd /proc lines"],
+)
+def test_malformed_files_read_as_unlimited(tmp_path: Path, proc: str, cpu_max: str) -> None:
+    """Never an exception: the server reads these at startup."""
+    write(tmp_path / "proc", proc)
+    write(tmp_path / "cgroup" / "cpu.max", cpu_max)
+    assert cgroup_cpu_limit(tmp_path / "cgroup", tmp_path / "proc") is None
+
+
 def test_nothing_readable_is_unlimited(tmp_path: Path) -> None:
-    write(tmp_path / "cgroup" / "cpu.max", "garbage\n")
     assert cgroup_cpu_limit(tmp_path / "cgroup", tmp_path / "missing") is None
 
 
@@ -97,7 +123,11 @@ def test_torch_threads_never_rise_above_torchs_own_count(monkeypatch, restore_th
 
 
 def test_omp_num_threads_or_the_setting_decide_when_given(monkeypatch, restore_threads) -> None:
+    import torch
+
     monkeypatch.setattr("app.cpus.process_cpus", lambda: 1)
-    monkeypatch.setenv("OMP_NUM_THREADS", str(restore_threads))
-    assert set_torch_threads(0) == restore_threads
-    assert set_torch_threads(3) == 3
+    torch.set_num_threads(2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert set_torch_threads(0) == 2  # torch followed OMP_NUM_THREADS: left alone
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert set_torch_threads(3) == 3  # LONGENC_CPU_THREADS: as asked

@@ -64,15 +64,16 @@ def test_torch_threads_follow_a_containers_cpu_limit(image: str) -> None:
     """`--cpus 1` on a host whose cores the container's affinity mask all holds: a CFS quota,
     which torch alone would not see."""
     script = (
-        "import os; from app.cpus import set_torch_threads; "
-        "print(len(os.sched_getaffinity(0)), set_torch_threads(0))"
+        "import os; from app.cpus import cgroup_cpu_limit, set_torch_threads; "
+        "print(len(os.sched_getaffinity(0)), cgroup_cpu_limit(), set_torch_threads(0))"
     )
     output = podman(
         "run", "--rm", "--cpus", "1", "--entrypoint", "python", image, "-c", script,
         what="running a CPU-limited container",
     )  # fmt: skip
-    affinity, threads = map(int, output.split())
-    assert threads == 1, (affinity, threads)
+    affinity, limit, threads = output.split()
+    assert float(limit) == 1.0, output  # the quota was read, whatever the host's cores
+    assert int(threads) == 1, output
 
 
 def test_health_check_is_the_images_own(container: Container) -> None:

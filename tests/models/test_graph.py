@@ -21,8 +21,8 @@ from tests.models.tiny_archs import save_tiny
 
 DENSE = AttentionSpec("dense")
 # Batches (lengths of their inputs): alone, equal lengths, ragged, one token, and past the
-# tiny checkpoints' 64 trained positions.
-SHAPES = [[5], [17, 17, 17], [3, 40, 12, 64, 1], [1], [100, 70]]
+# tiny checkpoints' 64 trained positions, padded and not.
+SHAPES = [[5], [17, 17, 17], [3, 40, 12, 64, 1], [1], [100, 70], [100], [80, 80]]
 ALL_DENSE = ("bert", "roberta", "xlm-roberta", "nomic_bert", "gte", "jina")
 
 
@@ -79,13 +79,15 @@ def pad_rows(encoder: Encoder, batch: list[list[int]]) -> tuple:
     return ids, DENSE, lengths if padded else None
 
 
-def test_bfloat16_runs_its_graph_bit_for_bit(tmp_path: Path) -> None:
-    save("bert", tmp_path)
+@pytest.mark.parametrize("kind", ["bert", "gte"])  # learned positions; rotary, cast to float32
+def test_bfloat16_runs_its_graph_bit_for_bit(kind: str, tmp_path: Path) -> None:
+    save(kind, tmp_path)
     graph = load_encoder(tmp_path, device="cpu", dtype="bfloat16")
     eager = load_encoder(tmp_path, device="cpu", dtype="bfloat16", graph_forward=False)
-    batch = random_batch([9, 30, 2], seed=7)
     with torch.inference_mode():
-        assert torch.equal(hidden(graph, batch), hidden(eager, batch))
+        for seed, lengths in enumerate(([9, 30, 2], [30, 30], [90])):
+            batch = random_batch(lengths, seed)
+            assert torch.equal(hidden(graph, batch), hidden(eager, batch)), lengths
 
 
 def python_calls(function) -> int:
@@ -125,12 +127,19 @@ def test_a_graph_pass_returns_to_python_a_fixed_number_of_times(
     assert default_eager > 2 * tiny_eager > 4 * default_graph
 
 
-def test_graphs_share_the_models_weights(encoder: Encoder) -> None:
+@pytest.mark.parametrize("kind", ["bert", "gte"])  # gte: rotary speeds, a buffer
+def test_graphs_share_the_models_weights_and_buffers(kind: str, tmp_path: Path) -> None:
     """No second copy of the model in memory."""
-    graph = encoder.graphs._graphs[True]
-    theirs = {name.removeprefix("model."): p.data_ptr() for name, p in graph.named_parameters()}
-    ours = {name: p.data_ptr() for name, p in encoder.model.named_parameters()}
-    assert theirs == ours
+    save(kind, tmp_path)
+    encoder = load_encoder(tmp_path, device="cpu")
+    for graph in encoder.graphs._graphs.values():
+        tensors = [*graph.named_parameters(), *graph.named_buffers()]
+        theirs = {name.removeprefix("model."): t.data_ptr() for name, t in tensors}
+        model = encoder.model
+        ours = {
+            name: t.data_ptr() for name, t in [*model.named_parameters(), *model.named_buffers()]
+        }
+        assert theirs == ours and ours
 
 
 def test_passes_on_two_threads_at_once_equal_the_same_passes_one_by_one(encoder: Encoder) -> None:
@@ -144,23 +153,51 @@ def test_passes_on_two_threads_at_once_equal_the_same_passes_one_by_one(encoder:
 
 
 def test_models_with_local_layers_run_eager(tmp_path: Path) -> None:
-    """ModernBERT's sliding-window layers decide in Python: no graph, the same answers."""
+    """ModernBERT's sliding-window layers decide in Python: no graph."""
     save_tiny("modernbert", tmp_path)
     encoder = load_encoder(tmp_path, device="cpu")
     assert encoder.graphs is not None and not encoder.graph_forward
 
 
 class RefusingGraphs(DenseGraphs):
+    """Graphs that refuse to run once `refusing` is set (after their check at load)."""
+
+    refusing = False
+
     def __call__(self, ids: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
-        raise AssertionError("the graph ran a pass that is not dense")
+        if self.refusing:
+            raise AssertionError("the graph ran a pass that is not dense")
+        return super().__call__(ids, lengths)
 
 
 def test_other_modes_run_eager(encoder: Encoder, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(encoder, "graphs", RefusingGraphs(encoder.model))
+    graphs = RefusingGraphs(encoder.model)
+    graphs.refusing = True
+    monkeypatch.setattr(encoder, "graphs", graphs)
     block = AttentionSpec("block", block_size=4)
     assert encoder.graph_forward and not encoder.graphs.runs(block)
     (vector,) = encoder.encode_ids([[101, 2023, 2003, 102]], block)
     assert vector.shape == (encoder.dim,)
+
+
+def test_a_graph_that_differs_from_the_eager_pass_at_load_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Python decision on the length, frozen at the traced length, is caught at load."""
+    from models.positions import CopiedPositions
+
+    learned = CopiedPositions.forward
+
+    def branching(self, n: int, lengths: torch.Tensor | None) -> torch.Tensor:
+        table = learned(self, n, lengths)
+        return table * 2 if n > 4 else table
+
+    monkeypatch.setattr(CopiedPositions, "forward", branching)
+    save("bert", tmp_path)
+    with caplog.at_level(logging.WARNING, logger="models.graph"):
+        encoder = load_encoder(tmp_path, device="cpu")
+    assert not encoder.graph_forward
+    assert "differ from the eager pass" in caplog.text
 
 
 def test_a_model_the_tracer_cannot_take_runs_eager(
@@ -174,3 +211,11 @@ def test_a_model_the_tracer_cannot_take_runs_eager(
         graphs = DenseGraphs(encoder.model)
     assert not graphs.runs(DENSE)
     assert "dense passes run eager" in caplog.text
+
+
+def test_lengths_of_the_wrong_shape_are_refused_as_the_eager_pass_refuses_them(
+    encoder: Encoder,
+) -> None:
+    ids, _, lengths = pad_rows(encoder, [[101, 7, 8, 102], [101, 102]])
+    with torch.inference_mode(), pytest.raises(ValueError, match="lengths must have shape"):
+        encoder.graphs(ids, lengths[:1])
