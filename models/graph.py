@@ -40,10 +40,10 @@ from torch import nn
 
 from models.batching import pad
 from models.modules import Transformer
+from models.patterns import DENSE
 from sparse_core import AttentionSpec
 
 logger = logging.getLogger("models.graph")
-DENSE = AttentionSpec("dense")
 
 
 class _DensePass(nn.Module):

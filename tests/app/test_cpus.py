@@ -14,6 +14,11 @@ def write(path: Path, text: str) -> None:
     path.write_text(text)
 
 
+def write_v1(directory: Path, quota_us: int, period_us: int = 100000) -> None:
+    write(directory / "cpu.cfs_quota_us", f"{quota_us}\n")
+    write(directory / "cpu.cfs_period_us", f"{period_us}\n")
+
+
 def test_v2_quota_of_a_container_that_sees_its_own_cgroup_as_the_root(tmp_path: Path) -> None:
     write(tmp_path / "proc", "0::/\n")
     write(tmp_path / "cgroup" / "cpu.max", "200000 100000\n")
@@ -40,16 +45,14 @@ def test_v2_without_any_quota_is_unlimited(tmp_path: Path) -> None:
 def test_v1_cpu_controller_quota(tmp_path: Path) -> None:
     root = tmp_path / "cgroup"
     write(tmp_path / "proc", "5:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n")
-    write(root / "cpu,cpuacct" / "cpu.cfs_quota_us", "300000\n")
-    write(root / "cpu,cpuacct" / "cpu.cfs_period_us", "100000\n")
+    write_v1(root / "cpu,cpuacct", 300000)
     assert cgroup_cpu_limit(root, tmp_path / "proc") == 3.0
 
 
 def test_v1_quota_of_minus_one_is_unlimited(tmp_path: Path) -> None:
     root = tmp_path / "cgroup"
     write(tmp_path / "proc", "4:cpu,cpuacct:/\n")
-    write(root / "cpu,cpuacct" / "cpu.cfs_quota_us", "-1\n")
-    write(root / "cpu,cpuacct" / "cpu.cfs_period_us", "100000\n")
+    write_v1(root / "cpu,cpuacct", -1)
     assert cgroup_cpu_limit(root, tmp_path / "proc") is None
 
 
@@ -57,8 +60,7 @@ def test_v1_controller_mounted_under_its_own_name(tmp_path: Path) -> None:
     """/proc says "cpu,cpuacct" but the hierarchy is mounted as "cpu" (a symlink on most hosts)."""
     root = tmp_path / "cgroup"
     write(tmp_path / "proc", "4:cpu,cpuacct:/docker/abc\n")
-    write(root / "cpu" / "cpu.cfs_quota_us", "50000\n")
-    write(root / "cpu" / "cpu.cfs_period_us", "100000\n")
+    write_v1(root / "cpu", 50000)
     assert cgroup_cpu_limit(root, tmp_path / "proc") == 0.5
 
 
