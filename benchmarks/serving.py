@@ -5,6 +5,7 @@
     python -m benchmarks.serving --profile DIR       # and py-spy the server (an extra run)
     python -m benchmarks.serving --streams 1 0 1 0   # one pass at a time against streams, in turn
     python -m benchmarks.serving --graph-forward off on off on   # eager passes against graphs
+    python -m benchmarks.serving --tree HEAD here HEAD here      # a revision against this tree
 
 Writes benchmarks/results/serving_cpu<suffix>.json (serving_cpu_smoke.json with --quick).
 Needs Debian's `wrk` on PATH.
@@ -14,7 +15,9 @@ Method
   settings but LONGENC_DTYPE, LONGENC_LOOP, LONGENC_HTTP, LONGENC_CPU_STREAMS and
   LONGENC_GRAPH_FORWARD, once per dtype, --stacks entry (uvicorn's event loop/HTTP parser:
   asyncio/h11 and uvloop/httptools), --streams entry (0: the server's own choice; 1: one
-  forward pass at a time) and --graph-forward entry (on: dense passes as traced graphs).
+  forward pass at a time), --graph-forward entry (on: dense passes as traced graphs) and --tree
+  entry ("here": this checkout; a git revision: its app/, models/ and sparse_core/, exported
+  with `git archive` into a temporary directory and run from there).
   Every request is POST /v1/embeddings with one ~20-word real-English text (Debian's license
   texts), the server's default attention.
 - The load generators cost little CPU on the shared cores (their CPU time is recorded beside
@@ -63,7 +66,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.service import corpus, percentile, process_cpu_s
-from tests.e2e.server import Server
+from tests.e2e.server import ROOT, Server
 
 RESULTS = Path(__file__).parent / "results"
 ROUTE = "/v1/embeddings"
@@ -436,13 +439,15 @@ def run_dtype(
     stack: str,
     streams: int,
     graph: str,
+    tree: str,
     texts: list[str],
     args: argparse.Namespace,
     work: Path,
 ) -> dict:
     """One server of `dtype` on `stack` ("loop/http", uvicorn's event loop and HTTP parser) with
-    LONGENC_CPU_STREAMS=`streams` and LONGENC_GRAPH_FORWARD=`graph` ("on"/"off"): rounds of (in
-    process, closed loop) in turn, then the open loops."""
+    LONGENC_CPU_STREAMS=`streams` and LONGENC_GRAPH_FORWARD=`graph` ("on"/"off"), from `tree`
+    ("here" or a git revision): rounds of (in process, closed loop) in turn, then the open
+    loops. The in-process half always runs this checkout's encoder."""
     load_before = os.getloadavg()[0]
     loop, http = stack.split("/")
     settings = {
@@ -453,8 +458,8 @@ def run_dtype(
         "LONGENC_CPU_STREAMS": str(streams),
         "LONGENC_GRAPH_FORWARD": str(graph == "on").lower(),
     }
-    name = f"{dtype}_{loop}_{http}_streams{streams}_graph_{graph}"
-    server = Server(settings, work / f"server_{name}.log")
+    name = f"{dtype}_{loop}_{http}_streams{streams}_graph_{graph}_tree_{tree}"
+    server = Server(settings, work / f"server_{name}.log", source_tree(tree, work))
     local: InProcess | None = None
     try:
         server.wait_ready(timeout_s=600)
@@ -509,6 +514,7 @@ def run_dtype(
     return {
         "dtype": dtype,
         "stack": stack,
+        "tree": tree,
         "cpu_streams_setting": streams,
         "forward_threads": layout,
         "graph_forward": info["graph_forward"],
@@ -526,6 +532,30 @@ def run_dtype(
     }
 
 
+def source_tree(tree: str, work: Path) -> Path:
+    """The directory to run `python -m app` in: this checkout for "here"; for a git revision,
+    its app/, models/ and sparse_core/ exported once into `work` (the installed packages, the
+    bundled weights among them, are shared)."""
+    if tree == "here":
+        return ROOT
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", tree],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    into = work / f"tree_{commit}"
+    if not into.exists():
+        into.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", commit, "app", "models", "sparse_core"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def markdown(report: dict) -> str:
     lines = [
         "| dtype | server loop/parser | streams × threads, forward | load | HTTP texts/s "
@@ -539,6 +569,7 @@ def markdown(report: dict) -> str:
         layout = case.get("forward_threads", {"streams": 1, "threads_per_stream": 2})
         threads = f"{layout['streams']} × {layout['threads_per_stream']}"
         threads += ", graph" if case.get("graph_forward") else ", eager"
+        threads += "" if case.get("tree", "here") == "here" else f", {case['tree']}"
         lines.append(
             f"| {case['dtype']} | {case.get('stack', 'asyncio/h11')} | {threads} "
             f"| closed, {closed['connections']} connections | "
@@ -583,6 +614,12 @@ def main() -> None:
         default=["on"],
         help="LONGENC_GRAPH_FORWARD values, one server each (on: dense passes as traced graphs)",
     )
+    parser.add_argument(
+        "--tree",
+        nargs="+",
+        default=["here"],
+        help="source trees, one server each: here (this checkout) or a git revision",
+    )
     parser.add_argument("--seconds", type=float, default=None, help="per load run")
     parser.add_argument("--rounds", type=int, default=None, help="(in process, closed) pairs")
     parser.add_argument("--profile", type=Path, help="py-spy the server's closed loop into DIR")
@@ -594,11 +631,12 @@ def main() -> None:
     texts = short_texts()
     work = Path(tempfile.mkdtemp(prefix="longenc-serving-"))
     cases = [
-        run_dtype(dtype, stack, streams, graph, texts, args, work)
+        run_dtype(dtype, stack, streams, graph, tree, texts, args, work)
         for dtype in args.dtypes
         for stack in args.stacks
         for streams in args.streams
         for graph in args.graph_forward
+        for tree in args.tree
     ]
     report = {
         "device": "cpu",

@@ -83,7 +83,7 @@ def test_each_forward_thread_runs_with_its_own_intra_op_count() -> None:
 
 class GatedEncoder:
     """encode_batch waits until the test opens the gate of its batch's first id, recording when
-    each pass started and ended and its thread's intra-op count."""
+    each pass started and ended, its size and its thread's intra-op count."""
 
     device = torch.device("cpu")
 
@@ -91,6 +91,7 @@ class GatedEncoder:
         self.gates: dict[int, threading.Event] = {}
         self.events: list[tuple[str, int]] = []  # ("start" | "end", first id), in order
         self.threads: dict[int, int] = {}
+        self.sizes: dict[int, int] = {}
         self.lock = threading.Lock()
 
     def gate(self, first: int) -> threading.Event:
@@ -101,6 +102,7 @@ class GatedEncoder:
         with self.lock:
             self.events.append(("start", first))
             self.threads[first] = torch.get_num_threads()
+            self.sizes[first] = len(batch)
         assert self.gate(first).wait(timeout=10), f"batch {first} was never released"
         with self.lock:
             self.events.append(("end", first))
@@ -114,9 +116,10 @@ async def until(condition, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.005)
 
 
-def run(scenario, streams: int = 2):
+def run(scenario, streams: int = 2, **overrides: float):
     encoder = GatedEncoder()
-    limits = BatchLimits(max_batch_tokens=1000, max_batch_size=32, batch_wait_s=0.0, queue_size=100)
+    values = {"max_batch_tokens": 1000, "max_batch_size": 32, "batch_wait_s": 0.0}
+    limits = BatchLimits(**(values | {"queue_size": 100} | overrides))
 
     async def main():
         batcher = Batcher(encoder, limits, Metrics(), streams)
@@ -238,6 +241,58 @@ def test_a_short_batch_between_long_ones_runs_alone_on_every_thread(four_threads
     assert started(encoder) == [1, 9, 2, 8]
     # the short pass between the long ones has no company this turn: it gets every thread
     assert encoder.threads == {1: 2, 9: THREADS, 2: THREADS, 8: THREADS}
+
+
+def test_a_free_stream_takes_an_even_share_while_another_stream_runs(four_threads) -> None:
+    # Before: the free stream took all 22 waiting inputs beside the running 10, and under a closed
+    # loop such uneven passes kept their sizes (each pass's clients come back together).
+    async def scenario(batcher, encoder):
+        running = batcher.submit([[100 + i] for i in range(10)], DENSE)
+        await until(lambda: started(encoder) == [100])  # every stream idle: it took all 10
+        waiting = batcher.submit([[200 + i] for i in range(22)], DENSE)
+        # the free stream takes ceil((22 waiting + 10 running) / 2 streams) = 16
+        await until(lambda: started(encoder) == [100, 200])
+        await asyncio.sleep(0.2)
+        assert started(encoder) == [100, 200]  # the other 6 wait for a stream
+        encoder.gate(100).set()
+        await until(lambda: started(encoder) == [100, 200, 216])  # and take the next free one
+        encoder.gate(200).set()
+        encoder.gate(216).set()
+        return [r.embedding.item() for r in await asyncio.gather(*running, *waiting)]
+
+    outputs, encoder = run(scenario)
+    assert outputs == [float(100 + i) for i in range(10)] + [float(200 + i) for i in range(22)]
+    assert encoder.sizes == {100: 10, 200: 16, 216: 6}
+
+
+def test_a_batch_that_holds_its_even_share_runs_without_waiting_for_company(four_threads) -> None:
+    # Two inputs over the cost budget together: the first runs alone at once (its plan is full),
+    # leaving one input waiting and one running, so the second's share is 1. Before, it waited
+    # the whole batch_wait for company while the other stream ran.
+    async def scenario(batcher, encoder):
+        futures = batcher.submit([[1], [2]], DENSE, costs=[60, 60])
+        await until(lambda: started(encoder) == [1, 2])  # long before the 60 s wait
+        encoder.gate(1).set()
+        encoder.gate(2).set()
+        return [r.embedding.item() for r in await asyncio.gather(*futures)]
+
+    outputs, encoder = run(scenario, batch_wait_s=60.0, max_batch_cost=100)
+    assert outputs == [1.0, 2.0]
+    assert encoder.sizes == {1: 1, 2: 1}
+
+
+def test_with_one_stream_a_batch_takes_everything_that_waits(four_threads) -> None:
+    async def scenario(batcher, encoder):
+        running = batcher.submit([[100 + i] for i in range(10)], DENSE)
+        await until(lambda: started(encoder) == [100])
+        waiting = batcher.submit([[200 + i] for i in range(22)], DENSE)
+        encoder.gate(100).set()
+        await until(lambda: started(encoder) == [100, 200])
+        encoder.gate(200).set()
+        await asyncio.gather(*running, *waiting)
+
+    _, encoder = run(scenario, streams=1)
+    assert encoder.sizes == {100: 10, 200: 22}
 
 
 class ShortEncoder(GatedEncoder):

@@ -25,7 +25,8 @@ def free_port() -> int:
 class Server:
     """One `python -m app` subprocess; `stop()` sends SIGTERM and returns the exit code."""
 
-    def __init__(self, settings: dict[str, str], log_path: Path) -> None:
+    def __init__(self, settings: dict[str, str], log_path: Path, root: Path = ROOT) -> None:
+        """root: the source tree whose `app` runs (another revision's, for a benchmark)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {key: value for key, value in os.environ.items() if not key.startswith("LONGENC_")}
@@ -34,7 +35,7 @@ class Server:
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
+            cwd=root,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
