@@ -279,7 +279,13 @@ class Batcher:
 
     def _stream_share(self) -> int | None:
         """The most inputs a free stream takes while other streams run short passes: an even
-        share of the short inputs waiting and running. None when no stream runs a pass."""
+        share of the short inputs waiting and running. None when no stream runs a pass: a burst
+        into an idle server goes to one stream, up to max_batch_size.
+
+        Every batch key's inputs count (and cancelled ones not yet dropped), so the share is
+        never too small; a batch under it (another key's, or what is left once the other free
+        streams took theirs) waits for company as any batch does.
+        """
         if not self._on_streams:
             return None
         waiting = sum(len(queue) for (lane, _), queue in self._queues.items() if lane == "short")

@@ -271,7 +271,8 @@ def test_a_batch_that_holds_its_even_share_runs_without_waiting_for_company(four
     # the whole batch_wait for company while the other stream ran.
     async def scenario(batcher, encoder):
         futures = batcher.submit([[1], [2]], DENSE, costs=[60, 60])
-        await until(lambda: started(encoder) == [1, 2])  # long before the 60 s wait
+        # long before the 60 s wait; the two passes start side by side, either may record first
+        await until(lambda: sorted(started(encoder)) == [1, 2])
         encoder.gate(1).set()
         encoder.gate(2).set()
         return [r.embedding.item() for r in await asyncio.gather(*futures)]
@@ -279,6 +280,66 @@ def test_a_batch_that_holds_its_even_share_runs_without_waiting_for_company(four
     outputs, encoder = run(scenario, batch_wait_s=60.0, max_batch_cost=100)
     assert outputs == [1.0, 2.0]
     assert encoder.sizes == {1: 1, 2: 1}
+
+
+class FailingEncoder(GatedEncoder):
+    """A pass whose first id is FAILS raises once its gate opens."""
+
+    FAILS = 3
+
+    def encode_batch(self, batch, attention, pooling, normalize):
+        results = super().encode_batch(batch, attention, pooling, normalize)
+        if batch[0][0] == self.FAILS:
+            raise RuntimeError("a failing pass (raised by the test)")
+        return results
+
+
+def test_the_even_share_ends_with_the_passes_however_they_end(four_threads) -> None:
+    # A pass that fails, inputs cancelled while queued and while computing, a short pass that
+    # runs wide between long ones: once every pass has ended, a free stream takes everything
+    # that waits again (the share counts only inputs of passes still running on the streams).
+    async def scenario(batcher, encoder):
+        first = batcher.submit([[1]], DENSE)
+        await until(lambda: started(encoder) == [1])
+        failing = batcher.submit([[3]], DENSE)  # its share is 1: it runs at once, and fails
+        await until(lambda: sorted(started(encoder)) == [1, 3])
+        queued = batcher.submit([[4], [5]], DENSE)
+        queued[0].cancel()
+        encoder.gate(3).set()
+        await until(lambda: 5 in started(encoder))
+        first[0].cancel()  # while its pass computes
+        for gate in (1, 5):
+            encoder.gate(gate).set()
+        await asyncio.gather(*first, *failing, *queued, return_exceptions=True)
+        for gate in (9, 10, 6, 200):
+            encoder.gate(gate).set()
+        long = batcher.submit([[9], [10]], DENSE, costs=[LONG_COST, LONG_COST])
+        between = batcher.submit([[6]], DENSE)
+        await asyncio.gather(*long, *between)
+        waiting = batcher.submit([[200 + i] for i in range(22)], DENSE)
+        return await asyncio.gather(*waiting)
+
+    encoder = FailingEncoder()
+    limits = BatchLimits(
+        max_batch_tokens=1000, max_batch_size=32, batch_wait_s=0.0, queue_size=100,
+        max_batch_cost=LONG_COST,
+    )  # fmt: skip
+
+    async def main():
+        batcher = Batcher(encoder, limits, Metrics(), 2)
+        batcher.start()
+        try:
+            return await scenario(batcher, encoder)
+        finally:
+            for gate in list(encoder.gates.values()):
+                gate.set()
+            await batcher.close()
+
+    outputs = asyncio.run(main())
+    assert [r.embedding.item() for r in outputs] == [float(200 + i) for i in range(22)]
+    assert 4 not in encoder.sizes  # cancelled while queued: never computed
+    assert encoder.threads[6] == THREADS  # the short pass between the long ones ran wide
+    assert encoder.sizes[200] == 22  # every stream idle: no share
 
 
 def test_with_one_stream_a_batch_takes_everything_that_waits(four_threads) -> None:
