@@ -116,8 +116,8 @@ async def until(condition, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.005)
 
 
-def run(scenario, streams: int = 2, **overrides: float):
-    encoder = GatedEncoder()
+def run(scenario, streams: int = 2, encoder: GatedEncoder | None = None, **overrides: float):
+    encoder = encoder or GatedEncoder()
     values = {"max_batch_tokens": 1000, "max_batch_size": 32, "batch_wait_s": 0.0}
     limits = BatchLimits(**(values | {"queue_size": 100} | overrides))
 
@@ -319,23 +319,7 @@ def test_the_even_share_ends_with_the_passes_however_they_end(four_threads) -> N
         waiting = batcher.submit([[200 + i] for i in range(22)], DENSE)
         return await asyncio.gather(*waiting)
 
-    encoder = FailingEncoder()
-    limits = BatchLimits(
-        max_batch_tokens=1000, max_batch_size=32, batch_wait_s=0.0, queue_size=100,
-        max_batch_cost=LONG_COST,
-    )  # fmt: skip
-
-    async def main():
-        batcher = Batcher(encoder, limits, Metrics(), 2)
-        batcher.start()
-        try:
-            return await scenario(batcher, encoder)
-        finally:
-            for gate in list(encoder.gates.values()):
-                gate.set()
-            await batcher.close()
-
-    outputs = asyncio.run(main())
+    outputs, encoder = run(scenario, encoder=FailingEncoder(), max_batch_cost=LONG_COST)
     assert [r.embedding.item() for r in outputs] == [float(200 + i) for i in range(22)]
     assert 4 not in encoder.sizes  # cancelled while queued: never computed
     assert encoder.threads[6] == THREADS  # the short pass between the long ones ran wide
