@@ -3,7 +3,11 @@ compiled on first use into one library and cached by torch.
 
 `torch.utils.cpp_extension.load` builds it with the machine's C++ compiler and ninja into torch's
 extension cache (TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions): about 30 s the first
-time, well under a second in later processes. Where it cannot be built (no compiler, no OpenMP),
+time, well under a second in later processes. The sources are compiled from a copy in the
+library's build directory, so that every checkout of the same sources (a clone, a worktree, a
+benchmark's export of another revision) shares one build: torch's ninja file names the sources'
+paths, and compiling each checkout from its own tree rebuilt the library whenever another
+checkout had built it last. Where it cannot be built (no compiler, no OpenMP),
 `topk_rows()`, `threshold_columns()` and `block_attention()` return None, with one warning, and
 callers use their pure-torch paths, which give the same results more slowly.
 SPARSE_CORE_NATIVE=0 turns the kernels off.
@@ -96,10 +100,11 @@ def _build() -> bool:
         from torch.utils import cpp_extension
 
         _put_ninja_on_path()
-        _clear_stale_lock(Path(cpp_extension._get_build_directory(library_name(), False)))
+        directory = Path(cpp_extension._get_build_directory(library_name(), False))
+        _clear_stale_lock(directory)
         cpp_extension.load(
             name=library_name(),
-            sources=[str(source) for source in SOURCES],
+            sources=_staged_sources(directory),
             # at::parallel_for is OpenMP inside torch; a * b + c as one FMA where the target has it
             extra_cflags=["-O3", "-fopenmp", "-ffp-contract=fast"],
             extra_ldflags=["-fopenmp"],
@@ -125,6 +130,21 @@ def _clear_stale_lock(directory: Path, stale_after: float = STALE_LOCK_S) -> Non
             lock.unlink(missing_ok=True)
             return
         time.sleep(min(1.0, stale_after - age))
+
+
+def _staged_sources(directory: Path) -> list[str]:
+    """SOURCES and HEADERS copied into `directory`/src (written only where missing or different,
+    atomically, so that concurrent processes and unchanged mtimes keep ninja's build): the
+    sources' paths there."""
+    staged = directory / "src"
+    staged.mkdir(parents=True, exist_ok=True)
+    for path in SOURCES + HEADERS:
+        target, content = staged / path.name, path.read_bytes()
+        if not target.exists() or target.read_bytes() != content:
+            partial = staged / f".{path.name}.{os.getpid()}.{threading.get_ident()}"
+            partial.write_bytes(content)
+            os.replace(partial, target)
+    return [str(staged / path.name) for path in SOURCES]
 
 
 def library_name() -> str:

@@ -4,8 +4,10 @@ and which tensors they are offered."""
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
+from pathlib import Path
 
 import torch
 
@@ -46,6 +48,38 @@ def test_a_lock_that_never_goes_away_is_removed_once_stale(tmp_path):
     _native._clear_stale_lock(tmp_path, stale_after=0.5)
     assert not lock.exists()
     assert 0.4 <= time.monotonic() - started < 30
+
+
+def checkout(root, sources):
+    """A copy of `sources` under `root`, as another checkout of the project holds them."""
+    root.mkdir()
+    for path in sources:
+        shutil.copy(path, root / path.name)
+    return [root / path.name for path in sources]
+
+
+def test_every_checkout_of_the_same_sources_compiles_one_staged_copy(tmp_path, monkeypatch):
+    # torch's ninja file names the sources' paths: compiled from each checkout's own tree, the
+    # library was rebuilt whenever another checkout had built it last.
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    loads = []
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: loads.append(kwargs))
+    originals = {path.name: path.read_bytes() for path in _native.SOURCES + _native.HEADERS}
+    stamps = []
+    for tree in ("one", "two"):
+        monkeypatch.setattr(_native, "SOURCES", checkout(tmp_path / tree, _native.SOURCES))
+        monkeypatch.setattr(_native, "HEADERS", checkout(tmp_path / f"{tree}.h", _native.HEADERS))
+        assert _native._build()
+        staged = Path(loads[-1]["sources"][0]).parent
+        stamps.append({path.name: path.stat().st_mtime_ns for path in staged.iterdir()})
+    first, second = (load["sources"] for load in loads)
+    assert first == second
+    assert all(source.startswith(str(tmp_path / "extensions")) for source in first)
+    # every source and header beside each other, as the sources include them, unchanged
+    assert {path.name: path.read_bytes() for path in staged.iterdir()} == originals
+    assert stamps[0] == stamps[1]  # the second checkout rewrote nothing: ninja keeps its build
 
 
 def test_loading_the_kernels_survives_a_lock_left_by_a_killed_build():
