@@ -59,9 +59,7 @@ def commit_of(revision: str) -> str:
 
 
 def summary(cycles: list[dict]) -> dict:
-    def median(values: list[float]) -> float:
-        return statistics.median(values)
-
+    median = statistics.median
     return {
         tree: {
             "texts_per_s": median([c[tree]["texts_per_s"] for c in cycles]),

@@ -10,6 +10,7 @@ from models.arch import read_config
 from models.batching import group_by_length, pad
 from models.graph import DenseGraphs
 from models.modules import Transformer
+from models.patterns import DENSE
 from models.pooling import check_pooling, pool
 from models.sentence import SentenceConfig, read_sentence_config
 from models.tokenizer import TextTokenizer
@@ -17,7 +18,6 @@ from models.weights import load_weights
 from sparse_core import AttentionSpec
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
-DENSE = AttentionSpec("dense")
 # Largest padded forward pass (rows × longest row) that encode_ids runs at once.
 MAX_GROUP_TOKENS = 16384
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
